@@ -495,6 +495,15 @@ export class ChannelEnd {
     return this.freeTop
   }
 
+  /**
+   * Released buffers still waiting for room on the return ring (only when the
+   * ring is smaller than the pool). flush() moves them as the peer reclaims;
+   * a side that stops must flush until this is 0 or those buffers stay lost.
+   */
+  returnBacklog(): number {
+    return this.backlogCount
+  }
+
   /** Where this side's view of the pool stands; free + held + peer = total always. */
   poolAccounting(): PoolAccounting {
     let peer = 0
