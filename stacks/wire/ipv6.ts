@@ -1,0 +1,284 @@
+/**
+ * IPv6 (RFC 8200) with its extension-header chain: hop-by-hop options (0),
+ * routing (43), fragment (44), destination options (60); the walk stops at
+ * the first other header (the upper layer), at no-next-header (59), or at
+ * a non-first fragment (whose data is not a header).
+ */
+import { inBounds, readU16, readU32, writeU16, writeU32 } from './bytes.js'
+import { DEFAULT_PARSE_OPTIONS, WireError, type ParseOptions } from './error.js'
+
+export const IPV6_HEADER_LENGTH = 40
+export const IPV6_MIN_MTU = 1280
+export const IPV6_FRAGMENT_HEADER_LENGTH = 8
+
+export const IPV6_EXT_HOP_BY_HOP = 0
+export const IPV6_EXT_ROUTING = 43
+export const IPV6_EXT_FRAGMENT = 44
+export const IPV6_EXT_ESP = 50
+export const IPV6_EXT_AH = 51
+export const IPV6_NO_NEXT_HEADER = 59
+export const IPV6_EXT_DESTINATION_OPTIONS = 60
+
+/** At most this many extension headers are walked; more is 'malformed' (bounds the work per packet). */
+export const IPV6_MAX_EXTENSION_HEADERS = 8
+
+export interface Ipv6Fragment {
+  /** In bytes (the field times 8). */
+  offset: number
+  moreFragments: boolean
+  id: number
+}
+
+export interface Ipv6Routing {
+  type: number
+  segmentsLeft: number
+}
+
+export interface Ipv6Repr {
+  readonly version: 6
+  src: Uint8Array
+  dst: Uint8Array
+  /** Next header of the fixed header. */
+  nextHeader: number
+  hopLimit: number
+  /** The payload length field: bytes after the fixed header. */
+  payloadLength: number
+  flowLabel: number
+  trafficClass: number
+  /** Extension header numbers in the order they appear. */
+  extensions: number[]
+  fragment?: Ipv6Fragment
+  routing?: Ipv6Routing
+  /** The protocol after the last extension header (for a non-first fragment, the fragment header's next header). */
+  upperProtocol: number
+  /** Absolute offset of the upper-layer header (or fragment data). */
+  upperOffset: number
+  /** Bytes from upperOffset to the end of the datagram (clipped when allowTruncated). */
+  upperLength: number
+  /** Absolute offset just after the fixed header. */
+  payloadOffset: number
+}
+
+/** What emitIpv6 writes: the 40-byte fixed header only (extension headers belong to the payload). */
+export type Ipv6EmitRepr = Pick<Ipv6Repr, 'src' | 'dst' | 'nextHeader' | 'hopLimit' | 'payloadLength' | 'flowLabel' | 'trafficClass'>
+
+export function ipv6HeaderLength(_repr?: Ipv6EmitRepr): number {
+  return IPV6_HEADER_LENGTH
+}
+
+export function ipv6BufferLength(repr: Ipv6EmitRepr): number {
+  return IPV6_HEADER_LENGTH + repr.payloadLength
+}
+
+function isExtensionHeader(n: number): boolean {
+  return n === IPV6_EXT_HOP_BY_HOP || n === IPV6_EXT_ROUTING || n === IPV6_EXT_FRAGMENT || n === IPV6_EXT_DESTINATION_OPTIONS || n === IPV6_EXT_AH
+}
+
+/** Checks the TLV options of a hop-by-hop or destination options header (RFC 8200 4.2). */
+function checkTlvOptions(bytes: Uint8Array, start: number, end: number): WireError | null {
+  for (let at = start; at < end; ) {
+    const type = bytes[at]
+    if (type === 0) {
+      at++
+      continue
+    }
+    if (at + 1 >= end) return new WireError('ipv6', 'option-overrun', `option ${type}`)
+    const next = at + 2 + bytes[at + 1]
+    if (next > end) return new WireError('ipv6', 'option-overrun', `option ${type}`)
+    at = next
+  }
+  return null
+}
+
+export function parseIpv6(
+  bytes: Uint8Array,
+  offset = 0,
+  length = bytes.length - offset,
+  options: ParseOptions = DEFAULT_PARSE_OPTIONS,
+): Ipv6Repr | WireError {
+  if (!inBounds(bytes, offset, length) || length < 1) return new WireError('ipv6', 'truncated', `${length} bytes`)
+  const version = bytes[offset] >>> 4
+  if (version !== 6) return new WireError('ipv6', 'bad-version', `version ${version}`)
+  if (length < IPV6_HEADER_LENGTH) return new WireError('ipv6', 'truncated', `${length} bytes`)
+  const payloadLength = readU16(bytes, offset + 4)
+  const nextHeader = bytes[offset + 6]
+  if (payloadLength === 0 && nextHeader === IPV6_EXT_HOP_BY_HOP) {
+    // Probably a jumbogram (RFC 2675); never on our links.
+    return new WireError('ipv6', 'unsupported', 'zero payload length with hop-by-hop (jumbogram)')
+  }
+  let end = offset + IPV6_HEADER_LENGTH + payloadLength
+  if (payloadLength > length - IPV6_HEADER_LENGTH) {
+    if (options.allowTruncated !== true) {
+      return new WireError('ipv6', 'truncated', `payload length ${payloadLength} > ${length - IPV6_HEADER_LENGTH} bytes`)
+    }
+    end = offset + length
+  }
+  const first = readU32(bytes, offset)
+  const extensions: number[] = []
+  let fragment: Ipv6Fragment | undefined
+  let routing: Ipv6Routing | undefined
+  let protocol = nextHeader
+  let at = offset + IPV6_HEADER_LENGTH
+  while (isExtensionHeader(protocol)) {
+    if (extensions.length === IPV6_MAX_EXTENSION_HEADERS) return new WireError('ipv6', 'malformed', 'too many extension headers')
+    // RFC 8200 4.1: hop-by-hop "is restricted to appear immediately after an IPv6 header".
+    if (protocol === IPV6_EXT_HOP_BY_HOP && extensions.length !== 0) {
+      return new WireError('ipv6', 'malformed', 'hop-by-hop options not first')
+    }
+    if (at + 8 > end) return new WireError('ipv6', 'truncated', `extension header ${protocol}`)
+    const headerNext = bytes[at]
+    let headerLength: number
+    if (protocol === IPV6_EXT_FRAGMENT) {
+      headerLength = IPV6_FRAGMENT_HEADER_LENGTH
+      if (fragment !== undefined) return new WireError('ipv6', 'malformed', 'two fragment headers')
+      const field = readU16(bytes, at + 2)
+      fragment = { offset: field & 0xfff8, moreFragments: (field & 1) !== 0, id: readU32(bytes, at + 4) }
+    } else if (protocol === IPV6_EXT_AH) {
+      // RFC 4302: length in 4-octet units minus 2.
+      headerLength = (bytes[at + 1] + 2) * 4
+    } else {
+      headerLength = (bytes[at + 1] + 1) * 8
+    }
+    if (at + headerLength > end) return new WireError('ipv6', 'option-overrun', `extension header ${protocol} length ${headerLength}`)
+    if (protocol === IPV6_EXT_HOP_BY_HOP || protocol === IPV6_EXT_DESTINATION_OPTIONS) {
+      const error = checkTlvOptions(bytes, at + 2, at + headerLength)
+      if (error !== null) return error
+    } else if (protocol === IPV6_EXT_ROUTING) {
+      if (routing !== undefined) return new WireError('ipv6', 'malformed', 'two routing headers')
+      routing = { type: bytes[at + 2], segmentsLeft: bytes[at + 3] }
+    }
+    extensions.push(protocol)
+    protocol = headerNext
+    at += headerLength
+    // The data of a non-first fragment is not a header: stop here.
+    if (fragment !== undefined && fragment.offset !== 0) break
+  }
+  const repr: Ipv6Repr = {
+    version: 6,
+    src: bytes.subarray(offset + 8, offset + 24),
+    dst: bytes.subarray(offset + 24, offset + 40),
+    nextHeader,
+    hopLimit: bytes[offset + 7],
+    payloadLength,
+    flowLabel: first & 0xfffff,
+    trafficClass: (first >>> 20) & 0xff,
+    extensions,
+    upperProtocol: protocol,
+    upperOffset: at,
+    upperLength: end - at,
+    payloadOffset: offset + IPV6_HEADER_LENGTH,
+  }
+  if (fragment !== undefined) repr.fragment = fragment
+  if (routing !== undefined) repr.routing = routing
+  return repr
+}
+
+/** Writes the 40-byte fixed header at `offset`; returns 40. */
+export function emitIpv6(repr: Ipv6EmitRepr, bytes: Uint8Array, offset = 0): number {
+  writeU32(bytes, offset, (0x60000000 | ((repr.trafficClass & 0xff) << 20) | (repr.flowLabel & 0xfffff)) >>> 0)
+  writeU16(bytes, offset + 4, repr.payloadLength)
+  bytes[offset + 6] = repr.nextHeader
+  bytes[offset + 7] = repr.hopLimit
+  bytes.set(repr.src.subarray(0, 16), offset + 8)
+  bytes.set(repr.dst.subarray(0, 16), offset + 24)
+  return IPV6_HEADER_LENGTH
+}
+
+/** Writes a fragment header (RFC 8200 4.5) at `offset`; returns 8. */
+export function emitIpv6FragmentHeader(fragment: Ipv6Fragment, nextHeader: number, bytes: Uint8Array, offset = 0): number {
+  bytes[offset] = nextHeader
+  bytes[offset + 1] = 0
+  writeU16(bytes, offset + 2, (fragment.offset & 0xfff8) | (fragment.moreFragments ? 1 : 0))
+  writeU32(bytes, offset + 4, fragment.id)
+  return IPV6_FRAGMENT_HEADER_LENGTH
+}
+
+/**
+ * Zero-allocation view. `reset` checks the version and fixed header, then
+ * walks the extension chain (bounded) and fills `upperProtocol`,
+ * `upperOffset`, `fragmentOffset` (-1 when not a fragment) and `valid`.
+ */
+export class Ipv6View {
+  bytes: Uint8Array = new Uint8Array(0)
+  offset = 0
+  length = 0
+  upperProtocol = -1
+  upperOffset = -1
+  /** Byte offset of the fragment, or -1 when there is no fragment header. */
+  fragmentOffset = -1
+  fragmentId = 0
+  moreFragments = false
+  valid = false
+
+  reset(bytes: Uint8Array, offset = 0, length = bytes.length - offset): boolean {
+    this.bytes = bytes
+    this.offset = offset
+    this.length = length
+    this.upperProtocol = -1
+    this.upperOffset = -1
+    this.fragmentOffset = -1
+    this.fragmentId = 0
+    this.moreFragments = false
+    this.valid = false
+    if (length < IPV6_HEADER_LENGTH || offset < 0 || offset + length > bytes.length || bytes[offset] >>> 4 !== 6) return false
+    const end = offset + Math.min(length, IPV6_HEADER_LENGTH + readU16(bytes, offset + 4))
+    let protocol = bytes[offset + 6]
+    let at = offset + IPV6_HEADER_LENGTH
+    for (let count = 0; isExtensionHeader(protocol); count++) {
+      if (count === IPV6_MAX_EXTENSION_HEADERS || at + 8 > end) return false
+      const next = bytes[at]
+      let headerLength: number
+      if (protocol === IPV6_EXT_FRAGMENT) {
+        headerLength = 8
+        const field = readU16(bytes, at + 2)
+        this.fragmentOffset = field & 0xfff8
+        this.moreFragments = (field & 1) !== 0
+        this.fragmentId = readU32(bytes, at + 4)
+      } else if (protocol === IPV6_EXT_AH) {
+        headerLength = (bytes[at + 1] + 2) * 4
+      } else {
+        headerLength = (bytes[at + 1] + 1) * 8
+      }
+      if (at + headerLength > end) return false
+      protocol = next
+      at += headerLength
+      if (this.fragmentOffset > 0) break
+    }
+    this.upperProtocol = protocol
+    this.upperOffset = at
+    this.valid = true
+    return true
+  }
+  get payloadLength(): number {
+    return readU16(this.bytes, this.offset + 4)
+  }
+  get nextHeader(): number {
+    return this.bytes[this.offset + 6]
+  }
+  get hopLimit(): number {
+    return this.bytes[this.offset + 7]
+  }
+  get flowLabel(): number {
+    return readU32(this.bytes, this.offset) & 0xfffff
+  }
+  /** Offset of the 16 source address bytes. */
+  get srcOffset(): number {
+    return this.offset + 8
+  }
+  get dstOffset(): number {
+    return this.offset + 24
+  }
+  get isFragment(): boolean {
+    return this.fragmentOffset >= 0 && (this.fragmentOffset !== 0 || this.moreFragments)
+  }
+  /** Bytes from upperOffset to the end of the datagram (clipped to what is present). */
+  get upperLength(): number {
+    return this.offset + Math.min(this.length, IPV6_HEADER_LENGTH + this.payloadLength) - this.upperOffset
+  }
+  copySrc(out: Uint8Array, at = 0): void {
+    for (let i = 0; i < 16; i++) out[at + i] = this.bytes[this.offset + 8 + i]
+  }
+  copyDst(out: Uint8Array, at = 0): void {
+    for (let i = 0; i < 16; i++) out[at + i] = this.bytes[this.offset + 24 + i]
+  }
+}
