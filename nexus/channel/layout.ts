@@ -11,7 +11,7 @@
 //   0            HEADER_BYTES (256)         ring 0 .. ring 3                pool
 //   +------------+---------------------------+------------------------------+-------------------------+
 //   | header     | rx | rxReturn | tx | txReturn (each RING_CONTROL_BYTES +  | bufferCount x bufferSize|
-//   |            |      capacity x DESCRIPTOR_BYTES)                        | (64-byte aligned)       |
+//   |            |  capacity x DESCRIPTOR_BYTES, rounded up to 64: ringStride)| (64-byte aligned)       |
 //   +------------+----------------------------------------------------------+-------------------------+
 //
 // Buffer ownership (AF_XDP style): buffers [0, rxBufferCount) start owned by
@@ -162,6 +162,11 @@ export function ringBytes(capacity: number): number {
   return RING_CONTROL_BYTES + capacity * DESCRIPTOR_BYTES
 }
 
+/** Distance between consecutive rings: ringBytes rounded up to a cache line (matters for capacity < 4). */
+export function ringStride(capacity: number): number {
+  return Math.ceil(ringBytes(capacity) / CACHE_LINE_BYTES) * CACHE_LINE_BYTES
+}
+
 export interface ChannelGeometry {
   bufferSize: number
   bufferCount: number
@@ -178,9 +183,10 @@ export function computeGeometry(bufferSize: number, bufferCount: number, ringCap
   let offset = HEADER_BYTES
   for (let r = 0; r < RING_COUNT; r++) {
     ringOffsets[r] = offset
-    offset += ringBytes(ringCapacity)
+    offset += ringStride(ringCapacity)
   }
-  const poolOffset = Math.ceil(offset / CACHE_LINE_BYTES) * CACHE_LINE_BYTES
+  // Already a multiple of 64 (HEADER_BYTES and every stride are).
+  const poolOffset = offset
   return {
     bufferSize,
     bufferCount,

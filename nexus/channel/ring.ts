@@ -80,6 +80,7 @@ export class SpscRing {
   private cachedTail = 0
   // Consumer-local: next slot to read, and the last head we saw.
   private consumerTail = 0
+  private committedTail = 0
   private cachedHead = 0
 
   /** Times this ring rang its doorbell (producer side). */
@@ -112,6 +113,7 @@ export class SpscRing {
     this.producerHead = head
     this.cachedTail = tail
     this.consumerTail = tail
+    this.committedTail = tail
     this.cachedHead = head
   }
 
@@ -127,13 +129,10 @@ export class SpscRing {
 
   // ---------------------------------------------------------------- producer
 
-  /** Free slots the producer can still fill (refreshes tail only when needed). */
+  /** Free slots the producer can fill now (one shared load; call per batch, not per packet). */
   freeSlots(): number {
-    let free = this.capacity - ((this.producerHead - this.cachedTail) >>> 0)
-    if (free <= 0) {
-      this.cachedTail = Atomics.load(this.words, this.tailWord) >>> 0
-      free = this.capacity - ((this.producerHead - this.cachedTail) >>> 0)
-    }
+    this.cachedTail = Atomics.load(this.words, this.tailWord) >>> 0
+    const free = this.capacity - ((this.producerHead - this.cachedTail) >>> 0)
     // A garbage tail from a broken peer could make this exceed capacity or go
     // negative; clamp so the producer never writes over unconsumed slots.
     return free < 0 ? 0 : free > this.capacity ? 0 : free
@@ -216,6 +215,8 @@ export class SpscRing {
 
   /** Publishes the consumer's tail, freeing the consumed slots for the producer. */
   commit(): void {
+    if (this.consumerTail === this.committedTail) return
+    this.committedTail = this.consumerTail
     Atomics.store(this.words, this.tailWord, this.consumerTail | 0)
   }
 
@@ -226,7 +227,10 @@ export class SpscRing {
    */
   pop(max: number, visit: DescriptorVisitor): number {
     const avail = this.available()
-    if (avail <= 0) return 0
+    if (avail <= 0) {
+      this.commit()
+      return 0
+    }
     const n = avail < max ? avail : max
     let k = 0
     try {
