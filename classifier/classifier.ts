@@ -1,0 +1,555 @@
+// The flow classifier (DESIGN.md §3). For each packet, in this order:
+//   1. a packet of an established flow goes to the flow's owner: flows are
+//      registered by instances (connect, accept) or created by an earlier
+//      decision, which is how decisions for new flows are cached;
+//   2. otherwise the matching rule with the highest priority (ties: the rule
+//      listed first) decides;
+//   3. otherwise a listener (protocol, local address or any, local port);
+//   4. otherwise the ingress port's default action.
+// Non-IP frames and packets that fail to parse take the default action with
+// their reason counted. Later fragments follow their datagram's first
+// fragment; outbound packets from instances are checked against spoofing.
+//
+// Everything on the data path works on preallocated typed arrays and one
+// reused Decision; time is injected so tests and captures replay exactly.
+import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, keyIpVersion, keyProtocol, type FlowKeyFields, type Prefix, writeKey, readKey, PROTO_ICMP, PROTO_ICMPV6 } from './key.js'
+import { extractFlowKey, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
+import { OWNER_DROP, OWNER_KERNEL, RuleSet } from './rules.js'
+import { ExactTable } from './table.js'
+
+export const enum Reason {
+  Flow = 0,
+  Rule = 1,
+  Listener = 2,
+  Default = 3,
+  NotIp = 4,
+  ParseError = 5,
+  FragmentExpired = 6,
+  FragmentOverflow = 7,
+}
+export const REASON_NAMES = ['flow', 'rule', 'listener', 'default', 'not-ip', 'parse-error', 'fragment-expired', 'fragment-overflow'] as const
+export type ReasonName = (typeof REASON_NAMES)[number]
+
+export const enum SpoofReason {
+  Address = 0,
+  Flow = 1,
+  NotIp = 2,
+  ParseError = 3,
+}
+export const SPOOF_REASON_NAMES = ['address', 'flow', 'not-ip', 'parse-error'] as const
+
+/** The reused answer of a classification. Read it before the next call. */
+export class Decision {
+  /** Instance index, OWNER_KERNEL or OWNER_DROP. */
+  owner = OWNER_KERNEL
+  /** Global id of the rule that decided (see Classifier.ruleName), or -1. */
+  rule = -1
+  reason: Reason = Reason.Default
+  /** True when a later fragment is being held; its decision arrives through onFragmentRelease. */
+  held = false
+}
+
+export interface ClassifierPort {
+  name: string
+  /** Owner for packets nothing else claims. */
+  defaultOwner: number
+}
+
+export interface ClassifierOptions {
+  ports: readonly ClassifierPort[]
+  instances: readonly string[]
+  rules: RuleSet
+  /** Flow table capacity (registered plus cached flows). Default 262144. */
+  maxFlows?: number
+  /** Later fragments held while their first fragment has not arrived. Default 64. */
+  fragmentHoldPackets?: number
+  /** How long a held fragment, or a first fragment's decision, stays. Default 5000 ms. */
+  fragmentHoldMs?: number
+  /** Milliseconds; injected so replays are deterministic. */
+  now?: () => number
+  /** Called when a held fragment is decided (its first fragment arrived, it expired, or the hold overflowed). */
+  onFragmentRelease?: (token: number, decision: Decision) => void
+}
+
+const FLOW_REGISTERED = 1
+const FLOW_DECIDED = 2
+/** Datagram key: key words 0..8 (no ports) plus the fragment id. */
+const DATAGRAM_WORDS = KEY_WORDS
+
+export class Classifier {
+  readonly ports: readonly ClassifierPort[]
+  readonly instances: readonly string[]
+  private rules: RuleSet
+  private ruleBase = 0
+  private readonly ruleNames: string[] = []
+  private generation = 0
+  private readonly now: () => number
+
+  // Flow table: key -> record index; records in parallel arrays.
+  private readonly flows: ExactTable
+  private readonly flowOwner: Int32Array
+  private readonly flowRule: Int32Array
+  private readonly flowKind: Uint8Array
+  private readonly flowPackets: Float64Array
+  private readonly flowBytes: Float64Array
+  private readonly flowLastSeen: Float64Array
+  private readonly freeRecords: Int32Array
+  private freeCount: number
+
+  // Listeners: [meta, local addr (zero = any), zero remote, localPort << 16] -> instance.
+  private readonly listeners: ExactTable
+  private readonly instanceAddresses: Prefix[][]
+  private readonly instancePort: Int32Array
+
+  // Fragments.
+  private readonly datagrams: ExactTable
+  private readonly datagramOwner: Int32Array
+  private readonly datagramRule: Int32Array
+  private readonly datagramReason: Uint8Array
+  private readonly datagramExpires: Float64Array
+  private readonly datagramKeys: Uint32Array
+  private datagramNext = 0
+  private readonly holdKeys: Uint32Array
+  private readonly holdToken: Float64Array
+  private readonly holdSince: Float64Array
+  private readonly holdPort: Int32Array
+  private readonly holdUsed: Uint8Array
+  private heldCount = 0
+  private readonly holdMs: number
+  onFragmentRelease: ((token: number, decision: Decision) => void) | undefined
+
+  // Counters.
+  readonly reasonCounts = new Float64Array(REASON_NAMES.length)
+  /** Decisions by owner: index 0 kernel, 1 drop, 2 + i instance i. */
+  readonly ownerCounts: Float64Array
+  readonly spoofCounts = new Float64Array(SPOOF_REASON_NAMES.length)
+  /** Decisions that could not be cached because the flow table was full. */
+  flowTableFull = 0
+
+  private readonly decision = new Decision()
+  private readonly releaseDecision = new Decision()
+  private readonly info = new PacketInfo()
+  private readonly scratch = new Uint32Array(KEY_WORDS)
+
+  constructor(options: ClassifierOptions) {
+    this.ports = options.ports
+    this.instances = options.instances
+    this.rules = options.rules
+    this.adoptRuleNames(options.rules)
+    this.now = options.now ?? (() => performance.now())
+    const maxFlows = options.maxFlows ?? 262144
+    this.flows = new ExactTable(KEY_WORDS, maxFlows)
+    this.flowOwner = new Int32Array(maxFlows)
+    this.flowRule = new Int32Array(maxFlows)
+    this.flowKind = new Uint8Array(maxFlows)
+    this.flowPackets = new Float64Array(maxFlows)
+    this.flowBytes = new Float64Array(maxFlows)
+    this.flowLastSeen = new Float64Array(maxFlows)
+    this.freeRecords = new Int32Array(maxFlows)
+    for (let i = 0; i < maxFlows; i++) this.freeRecords[i] = maxFlows - 1 - i
+    this.freeCount = maxFlows
+    this.listeners = new ExactTable(KEY_WORDS, 4096)
+    this.instanceAddresses = options.instances.map(() => [])
+    this.instancePort = new Int32Array(options.instances.length).fill(-1)
+    this.ownerCounts = new Float64Array(2 + options.instances.length)
+
+    const hold = options.fragmentHoldPackets ?? 64
+    const datagramCapacity = 1024
+    this.datagrams = new ExactTable(DATAGRAM_WORDS, datagramCapacity)
+    this.datagramOwner = new Int32Array(datagramCapacity)
+    this.datagramRule = new Int32Array(datagramCapacity)
+    this.datagramReason = new Uint8Array(datagramCapacity)
+    this.datagramExpires = new Float64Array(datagramCapacity)
+    this.datagramKeys = new Uint32Array(datagramCapacity * DATAGRAM_WORDS)
+    this.holdKeys = new Uint32Array(hold * DATAGRAM_WORDS)
+    this.holdToken = new Float64Array(hold)
+    this.holdSince = new Float64Array(hold)
+    this.holdPort = new Int32Array(hold)
+    this.holdUsed = new Uint8Array(hold)
+    this.holdMs = options.fragmentHoldMs ?? 5000
+    this.onFragmentRelease = options.onFragmentRelease
+  }
+
+  private adoptRuleNames(rules: RuleSet): void {
+    this.ruleBase = this.ruleNames.length
+    for (const rule of rules.rules) this.ruleNames.push(rule.name)
+  }
+
+  /** Name of a rule by the global id found in Decision.rule (ids stay valid across replacements). */
+  ruleName(id: number): string | null {
+    return id < 0 ? null : this.ruleNames[id] ?? null
+  }
+
+  /**
+   * Replaces the rules in one step: the next packet sees only the new set.
+   * Established flows, registered or created by earlier decisions, are kept.
+   */
+  replaceRules(rules: RuleSet): void {
+    this.adoptRuleNames(rules)
+    this.rules = rules
+    this.generation++
+  }
+
+  get ruleSet(): RuleSet {
+    return this.rules
+  }
+
+  get ruleGeneration(): number {
+    return this.generation
+  }
+
+  get flowCount(): number {
+    return this.flows.size
+  }
+
+  // -------------------------------------------------------------------------
+  // Registration by instances
+  // -------------------------------------------------------------------------
+
+  /** The instance's port and the addresses it owns (anti-spoofing). */
+  setInstance(instance: number, port: number, addresses: readonly Prefix[]): void {
+    this.instancePort[instance] = port
+    this.instanceAddresses[instance] = [...addresses]
+  }
+
+  /** Registers an established flow (connect/accept). Returns false when the table is full. */
+  registerFlow(fields: FlowKeyFields, instance: number): boolean {
+    writeKey(fields, this.scratch)
+    return this.insertFlow(this.scratch, instance, -1, FLOW_REGISTERED)
+  }
+
+  releaseFlow(fields: FlowKeyFields): boolean {
+    writeKey(fields, this.scratch)
+    const record = this.flows.delete(this.scratch, 0)
+    if (record < 0) return false
+    this.freeRecords[this.freeCount++] = record
+    return true
+  }
+
+  /** Registers a listener; localAddress "0.0.0.0" or "::" means any address of that family. */
+  registerListener(fields: { ipVersion: 4 | 6; protocol: number; localAddress: string; localPort: number; port: number }, instance: number): boolean {
+    writeKey({ ...fields, remoteAddress: fields.ipVersion === 4 ? '0.0.0.0' : '::', remotePort: 0 }, this.scratch)
+    return this.listeners.set(this.scratch, 0, instance) !== -2
+  }
+
+  releaseListener(fields: { ipVersion: 4 | 6; protocol: number; localAddress: string; localPort: number; port: number }): boolean {
+    writeKey({ ...fields, remoteAddress: fields.ipVersion === 4 ? '0.0.0.0' : '::', remotePort: 0 }, this.scratch)
+    return this.listeners.delete(this.scratch, 0) >= 0
+  }
+
+  /** Drops every flow and listener of an instance (it stopped or crashed). Not for the data path. */
+  releaseInstance(instance: number): number {
+    const doomed: Uint32Array[] = []
+    this.flows.forEach((keys, off, record) => {
+      if (this.flowOwner[record] === instance) doomed.push(keys.slice(off, off + KEY_WORDS))
+    })
+    for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    const listeners: Uint32Array[] = []
+    this.listeners.forEach((keys, off, owner) => {
+      if (owner === instance) listeners.push(keys.slice(off, off + KEY_WORDS))
+    })
+    for (const key of listeners) this.listeners.delete(key, 0)
+    return doomed.length
+  }
+
+  /** Removes flows created by decisions that saw no packet for idleMs. Registered flows stay. */
+  expireIdleFlows(idleMs: number): number {
+    const cutoff = this.now() - idleMs
+    const doomed: Uint32Array[] = []
+    this.flows.forEach((keys, off, record) => {
+      if (this.flowKind[record] === FLOW_DECIDED && this.flowLastSeen[record] < cutoff) doomed.push(keys.slice(off, off + KEY_WORDS))
+    })
+    for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    return doomed.length
+  }
+
+  /** Visits every flow (for `flowstack flows`); allocates, not for the data path. */
+  listFlows(): Array<{ key: FlowKeyFields; owner: number; rule: string | null; state: 'established' | 'decided'; packets: number; bytes: number }> {
+    const out: ReturnType<Classifier['listFlows']> = []
+    this.flows.forEach((keys, off, record) => {
+      out.push({
+        key: readKey(keys, off),
+        owner: this.flowOwner[record],
+        rule: this.ruleName(this.flowRule[record]),
+        state: this.flowKind[record] === FLOW_REGISTERED ? 'established' : 'decided',
+        packets: this.flowPackets[record],
+        bytes: this.flowBytes[record],
+      })
+    })
+    return out
+  }
+
+  private insertFlow(key: Uint32Array, owner: number, rule: number, kind: number): boolean {
+    const existing = this.flows.get(key, 0)
+    let record = existing
+    if (record < 0) {
+      if (this.freeCount === 0) return false
+      record = this.freeRecords[--this.freeCount]
+      if (this.flows.set(key, 0, record) === -2) {
+        this.freeCount++
+        return false
+      }
+      this.flowPackets[record] = 0
+      this.flowBytes[record] = 0
+    }
+    this.flowOwner[record] = owner
+    this.flowRule[record] = rule
+    this.flowKind[record] = kind
+    this.flowLastSeen[record] = this.now()
+    return true
+  }
+
+  // -------------------------------------------------------------------------
+  // Data path
+  // -------------------------------------------------------------------------
+
+  /**
+   * Classifies a flow key (KEY_WORDS words, see key.ts) seen in `direction`.
+   * The decision for a new flow is cached as a flow.
+   */
+  classifyKey(key: Uint32Array, direction: Direction, bytes = 0): Decision {
+    const decision = this.decision
+    decision.held = false
+    const record = this.flows.get(key, 0)
+    if (record >= 0) {
+      decision.owner = this.flowOwner[record]
+      decision.rule = this.flowRule[record]
+      decision.reason = Reason.Flow
+      this.flowPackets[record]++
+      this.flowBytes[record] += bytes
+      this.flowLastSeen[record] = this.now()
+      return this.count(decision)
+    }
+    this.decideNewFlow(key, direction, decision)
+    if (!this.insertFlow(key, decision.owner, decision.rule, FLOW_DECIDED)) this.flowTableFull++
+    else {
+      const inserted = this.flows.get(key, 0)
+      this.flowPackets[inserted] = 1
+      this.flowBytes[inserted] = bytes
+    }
+    return this.count(decision)
+  }
+
+  private decideNewFlow(key: Uint32Array, direction: Direction, decision: Decision): void {
+    const rules = this.rules
+    const rule = rules.lookup(key, direction)
+    if (rule >= 0) {
+      rules.hits[rule]++
+      decision.owner = rules.rules[rule].owner
+      decision.rule = this.ruleBase + rule
+      decision.reason = Reason.Rule
+      return
+    }
+    const listener = this.findListener(key)
+    if (listener >= 0) {
+      decision.owner = listener
+      decision.rule = -1
+      decision.reason = Reason.Listener
+      return
+    }
+    decision.owner = this.ports[key[W_META] & 0xffff].defaultOwner
+    decision.rule = -1
+    decision.reason = Reason.Default
+  }
+
+  private findListener(key: Uint32Array): number {
+    if (this.listeners.size === 0) return -1
+    const s = this.scratch
+    s[W_META] = key[W_META]
+    for (let i = 0; i < 4; i++) {
+      s[W_LOCAL + i] = key[W_LOCAL + i]
+      s[W_REMOTE + i] = 0
+    }
+    s[W_PORTS] = key[W_PORTS] & 0xffff0000
+    const exact = this.listeners.get(s, 0)
+    if (exact >= 0) return exact
+    for (let i = 0; i < 4; i++) s[W_LOCAL + i] = 0
+    return this.listeners.get(s, 0)
+  }
+
+  private count(decision: Decision): Decision {
+    this.reasonCounts[decision.reason]++
+    this.ownerCounts[decision.owner === OWNER_KERNEL ? 0 : decision.owner === OWNER_DROP ? 1 : 2 + decision.owner]++
+    return decision
+  }
+
+  private defaultDecision(portIndex: number, reason: Reason, decision: Decision): Decision {
+    decision.owner = this.ports[portIndex].defaultOwner
+    decision.rule = -1
+    decision.reason = reason
+    decision.held = false
+    return decision
+  }
+
+  /**
+   * Classifies one packet. `token` identifies a held later fragment when its
+   * decision is released later (a buffer index, a frame number).
+   */
+  classifyPacket(buf: Uint8Array, off: number, len: number, link: LinkKind, portIndex: number, direction: Direction, token = 0): Decision {
+    const info = this.info
+    const status = extractFlowKey(buf, off, len, link, portIndex, direction, info)
+    if (status !== ParseStatus.Ok) {
+      return this.count(this.defaultDecision(portIndex, status === ParseStatus.NotIp ? Reason.NotIp : Reason.ParseError, this.decision))
+    }
+    if (info.fragment === FragmentKind.None) return this.classifyKey(info.key, direction, len)
+    if (this.heldCount > 0 || this.datagrams.size > 0) this.expireFragments()
+    const datagram = this.datagramKey(info)
+    if (info.fragment === FragmentKind.First) {
+      const decision = this.classifyKey(info.key, direction, len)
+      this.rememberDatagram(datagram, decision)
+      if (this.heldCount > 0) this.releaseHeld(datagram, decision)
+      return decision
+    }
+    // A later fragment: RFC 791 / RFC 8200 put the transport header only in
+    // the first fragment, so the datagram's decision is the first's.
+    const entry = this.datagrams.get(datagram, 0)
+    const decision = this.decision
+    if (entry >= 0 && this.datagramExpires[entry] >= this.now()) {
+      decision.owner = this.datagramOwner[entry]
+      decision.rule = this.datagramRule[entry]
+      decision.reason = this.datagramReason[entry]
+      decision.held = false
+      return this.count(decision)
+    }
+    for (let slot = 0; slot < this.holdUsed.length; slot++) {
+      if (this.holdUsed[slot] !== 0) continue
+      this.holdUsed[slot] = 1
+      this.holdKeys.set(datagram, slot * DATAGRAM_WORDS)
+      this.holdToken[slot] = token
+      this.holdSince[slot] = this.now()
+      this.holdPort[slot] = portIndex
+      this.heldCount++
+      decision.held = true
+      decision.owner = OWNER_DROP
+      decision.rule = -1
+      decision.reason = Reason.Default
+      return decision
+    }
+    return this.count(this.defaultDecision(portIndex, Reason.FragmentOverflow, decision))
+  }
+
+  private datagramKey(info: PacketInfo): Uint32Array {
+    const d = this.scratch
+    for (let i = 0; i < W_PORTS; i++) d[i] = info.key[i]
+    d[W_PORTS] = info.fragmentId >>> 0
+    return d
+  }
+
+  private rememberDatagram(datagram: Uint32Array, decision: Decision): void {
+    let entry = this.datagrams.get(datagram, 0)
+    if (entry < 0) {
+      // Round-robin over a fixed pool: the oldest datagram record is reused.
+      entry = this.datagramNext
+      this.datagramNext = (this.datagramNext + 1) % this.datagramOwner.length
+      if (this.datagramExpires[entry] !== 0) this.datagrams.delete(this.datagramKeys, entry * DATAGRAM_WORDS)
+      this.datagrams.set(datagram, 0, entry)
+      this.datagramKeys.set(datagram, entry * DATAGRAM_WORDS)
+    }
+    this.datagramOwner[entry] = decision.owner
+    this.datagramRule[entry] = decision.rule
+    this.datagramReason[entry] = decision.reason
+    this.datagramExpires[entry] = this.now() + this.holdMs
+  }
+
+  private releaseHeld(datagram: Uint32Array, decision: Decision): void {
+    const release = this.releaseDecision
+    for (let slot = 0; slot < this.holdUsed.length; slot++) {
+      if (this.holdUsed[slot] === 0) continue
+      const base = slot * DATAGRAM_WORDS
+      let i = 0
+      while (i < DATAGRAM_WORDS && this.holdKeys[base + i] === datagram[i]) i++
+      if (i !== DATAGRAM_WORDS) continue
+      this.holdUsed[slot] = 0
+      this.heldCount--
+      release.owner = decision.owner
+      release.rule = decision.rule
+      release.reason = decision.reason
+      release.held = false
+      this.count(release)
+      this.onFragmentRelease?.(this.holdToken[slot], release)
+    }
+  }
+
+  /** Releases held fragments older than the hold time with the default action, and forgets stale datagrams. */
+  expireFragments(): void {
+    const now = this.now()
+    if (this.heldCount > 0) {
+      for (let slot = 0; slot < this.holdUsed.length; slot++) {
+        if (this.holdUsed[slot] === 0 || now - this.holdSince[slot] < this.holdMs) continue
+        this.holdUsed[slot] = 0
+        this.heldCount--
+        const release = this.count(this.defaultDecision(this.holdPort[slot], Reason.FragmentExpired, this.releaseDecision))
+        this.onFragmentRelease?.(this.holdToken[slot], release)
+      }
+    }
+  }
+
+  /** Releases every held fragment as expired (end of a capture, shutdown). */
+  flushHeldFragments(): void {
+    for (let slot = 0; slot < this.holdUsed.length; slot++) {
+      if (this.holdUsed[slot] === 0) continue
+      this.holdUsed[slot] = 0
+      this.heldCount--
+      const release = this.count(this.defaultDecision(this.holdPort[slot], Reason.FragmentExpired, this.releaseDecision))
+      this.onFragmentRelease?.(this.holdToken[slot], release)
+    }
+  }
+
+  get heldFragments(): number {
+    return this.heldCount
+  }
+
+  // -------------------------------------------------------------------------
+  // Anti-spoofing (TX from an instance)
+  // -------------------------------------------------------------------------
+
+  /**
+   * Whether an instance may send this packet: it must come from an address
+   * the instance owns and belong to a flow (or listener) it holds. ICMP and
+   * ICMPv6 (errors, neighbour discovery) need only the owned source address;
+   * ARP needs an owned sender address. Refusals are counted by reason.
+   */
+  checkOutbound(buf: Uint8Array, off: number, len: number, link: LinkKind, instance: number): boolean {
+    const info = this.info
+    const port = this.instancePort[instance]
+    const status = extractFlowKey(buf, off, len, link, port < 0 ? 0 : port, Direction.Out, info)
+    if (status === ParseStatus.NotIp) {
+      if (info.arpSenderAddress >= 0 && this.ownsIPv4(instance, info.arpSenderAddress)) return true
+      this.spoofCounts[info.arpSenderAddress >= 0 ? SpoofReason.Address : SpoofReason.NotIp]++
+      return false
+    }
+    if (status === ParseStatus.ParseError) {
+      this.spoofCounts[SpoofReason.ParseError]++
+      return false
+    }
+    const key = info.key
+    if (!this.ownsAddress(instance, key)) {
+      this.spoofCounts[SpoofReason.Address]++
+      return false
+    }
+    const protocol = keyProtocol(key)
+    if (protocol === PROTO_ICMP || protocol === PROTO_ICMPV6 || info.fragment === FragmentKind.Later) return true
+    const record = this.flows.get(key, 0)
+    if (record >= 0 && this.flowOwner[record] === instance) return true
+    if (this.findListener(key) === instance) return true
+    this.spoofCounts[SpoofReason.Flow]++
+    return false
+  }
+
+  private ownsIPv4(instance: number, address: number): boolean {
+    for (const prefix of this.instanceAddresses[instance]) {
+      if (prefix.ipVersion === 4 && prefix.addressWords[0] === address) return true
+    }
+    return false
+  }
+
+  private ownsAddress(instance: number, key: Uint32Array): boolean {
+    const version = keyIpVersion(key)
+    for (const prefix of this.instanceAddresses[instance]) {
+      if (prefix.ipVersion !== version) continue
+      const a = prefix.addressWords
+      if (a[0] === key[W_LOCAL] && a[1] === key[W_LOCAL + 1] && a[2] === key[W_LOCAL + 2] && a[3] === key[W_LOCAL + 3]) return true
+    }
+    return false
+  }
+}

@@ -1,0 +1,3 @@
+// Config loading and validation (DESIGN.md §6).
+export * from './load.js'
+export { checkMessageJson } from './json-types.js'
