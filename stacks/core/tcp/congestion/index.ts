@@ -1,0 +1,2 @@
+export type { CongestionControl, CongestionControlFactory } from './types.js'
+export { NewReno, newReno } from './newreno.js'

@@ -1,0 +1,214 @@
+import type { IpAddress } from '../contracts.js'
+import type { CongestionControlFactory } from './congestion/types.js'
+
+export type { IpAddress }
+
+// Flag bits as in the TCP header (RFC 9293 §3.1); same values as stacks/wire/tcp.ts.
+export const FLAG_FIN = 0x01
+export const FLAG_SYN = 0x02
+export const FLAG_RST = 0x04
+export const FLAG_PSH = 0x08
+export const FLAG_ACK = 0x10
+export const FLAG_URG = 0x20
+
+/** TCP options (structurally the same as the wire layer's TcpRepr options). */
+export interface TcpOptions {
+  mss?: number
+  windowScale?: number
+  sackPermitted?: boolean
+  sack?: [number, number][]
+  /** [TSval, TSecr] */
+  timestamp?: [number, number]
+}
+
+/**
+ * A parsed segment header: structurally a subset of the wire layer's
+ * TcpRepr, so a TcpRepr can be passed directly. The payload travels
+ * separately as a view.
+ */
+export interface TcpSegment {
+  srcPort: number
+  dstPort: number
+  seq: number
+  ack: number
+  flags: number
+  window: number
+  urgentPointer: number
+  options: TcpOptions
+}
+
+/** Payload of an outgoing segment: copied by the output, straight from the send ring. */
+export interface TcpPayload {
+  readonly length: number
+  copyTo(dst: Uint8Array, offset: number): void
+}
+
+/**
+ * Where segments go. The adapter to the IP layer (transport.ts) builds the
+ * header with the wire layer's emitTcp; tests record segments. `segment` and
+ * `payload` are reused objects valid only during the call.
+ */
+export interface TcpOutput {
+  /** Returns false when the segment could not leave (no route, no buffer): it counts as lost. */
+  sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null): boolean
+  /** Path MTU (IP packet size) towards remote. */
+  pathMtu(local: IpAddress, remote: IpAddress): number
+}
+
+export type TcpErrorCode = 'ECONNREFUSED' | 'ECONNRESET' | 'ETIMEDOUT' | 'EPIPE' | 'EHOSTUNREACH' | 'ENETUNREACH'
+
+/** Callbacks a connection's owner (the socket facade) installs. All optional. */
+export interface TcpConnectionEvents {
+  /** Three-way handshake done (active open). Passive opens are announced by the listener instead. */
+  onConnected?(): void
+  /** In-order bytes are available to read(). */
+  onReadable?(): void
+  /** Send-buffer space became free after send() had accepted less than offered. */
+  onWritable?(): void
+  /** The peer's FIN arrived and every byte before it has been queued for reading. */
+  onPeerClosed?(): void
+  /** Fatal error; `onClosed` follows. */
+  onError?(code: TcpErrorCode): void
+  /** The connection is finished for its user (CLOSED, or TIME-WAIT where only the layer still holds it). */
+  onClosed?(): void
+}
+
+export interface KeepAliveOptions {
+  enabled: boolean
+  /** Idle time before the first probe (ms). */
+  idleMs: number
+  intervalMs: number
+  /** Unanswered probes before ETIMEDOUT. */
+  count: number
+}
+
+export interface TcpConfig {
+  /** 16 random bytes: the RFC 6528 / RFC 6056 secret of this stack. */
+  secret: Uint8Array
+  /** Random unsigned 32-bit integers. */
+  random: () => number
+  /** The injected clock (ms) used by user calls (send, read, connect ...); input/poll get `now` explicitly. */
+  clock: () => number
+  output: TcpOutput
+  /** Maximum segment lifetime; TIME-WAIT lasts 2*MSL. Default 30 000 ms. */
+  mslMs?: number
+  sendBufferSize?: number
+  receiveBufferSize?: number
+  /** Delayed-ACK timeout; at most 200 (RFC 9293 3.8.6.3 "MUST be less than 0.5 seconds", RFC 5681 200 ms). Default 40. */
+  delayedAckMs?: number
+  initialRtoMs?: number
+  minRtoMs?: number
+  maxRtoMs?: number
+  /** SYN (or SYN-ACK) retransmissions before ETIMEDOUT. Default 6. */
+  synRetries?: number
+  /** Data retransmissions before ETIMEDOUT. Default 15 (Linux tcp_retries2). */
+  maxRetransmits?: number
+  /** RFC 5482-style user timeout: unacknowledged data older than this → ETIMEDOUT. 0 = off. */
+  userTimeoutMs?: number
+  keepAlive?: Partial<KeepAliveOptions>
+  /** RFC 5961 §7 challenge ACKs per second, per stack. Default 1000. */
+  challengeAckLimit?: number
+  windowScaling?: boolean
+  timestamps?: boolean
+  sack?: boolean
+  congestionControl?: CongestionControlFactory
+  ephemeralPortMin?: number
+  ephemeralPortMax?: number
+  /** Out-of-order ranges held per connection. Default 32. */
+  maxReorderRanges?: number
+}
+
+export interface ConnectOptions {
+  local: IpAddress
+  remote: IpAddress
+  remotePort: number
+  /** 0 or absent: an ephemeral port (RFC 6056). */
+  localPort?: number
+  noDelay?: boolean
+  keepAlive?: Partial<KeepAliveOptions>
+  events?: TcpConnectionEvents
+}
+
+/** netstat -s "Tcp:" and "TcpExt:" style counters. */
+export interface TcpCounters {
+  activeOpens: number
+  passiveOpens: number
+  attemptFails: number
+  estabResets: number
+  currEstab: number
+  inSegs: number
+  outSegs: number
+  retransSegs: number
+  inErrs: number
+  outRsts: number
+  listenOverflows: number
+  challengeAcks: number
+  challengeAcksSuppressed: number
+  pawsDrops: number
+  outOfWindowDrops: number
+  reorderDrops: number
+  rtoTimeouts: number
+  fastRetransmits: number
+  partialAcks: number
+  sackRetransmits: number
+  delayedAcks: number
+  persistProbes: number
+  keepAliveProbes: number
+  timeWaitReused: number
+  rfc1337Ignored: number
+  outputFailures: number
+}
+
+export function newCounters(): TcpCounters {
+  return {
+    activeOpens: 0,
+    passiveOpens: 0,
+    attemptFails: 0,
+    estabResets: 0,
+    currEstab: 0,
+    inSegs: 0,
+    outSegs: 0,
+    retransSegs: 0,
+    inErrs: 0,
+    outRsts: 0,
+    listenOverflows: 0,
+    challengeAcks: 0,
+    challengeAcksSuppressed: 0,
+    pawsDrops: 0,
+    outOfWindowDrops: 0,
+    reorderDrops: 0,
+    rtoTimeouts: 0,
+    fastRetransmits: 0,
+    partialAcks: 0,
+    sackRetransmits: 0,
+    delayedAcks: 0,
+    persistProbes: 0,
+    keepAliveProbes: 0,
+    timeWaitReused: 0,
+    rfc1337Ignored: 0,
+    outputFailures: 0,
+  }
+}
+
+export function ipAddressEqual(a: IpAddress, b: IpAddress): boolean {
+  if (a.version === 4) return b.version === 4 && a.v4 === b.v4
+  if (b.version !== 6) return false
+  const x = a.v6
+  const y = b.v6
+  for (let i = 0; i < 16; i++) if (x[i] !== y[i]) return false
+  return true
+}
+
+export function cloneIpAddress(a: IpAddress): IpAddress {
+  return a.version === 4 ? { version: 4, v4: a.v4 } : { version: 6, v6: a.v6.slice() }
+}
+
+/** A core-level error with a stable code (the socket facade turns it into a Node-shaped error). */
+export class TcpError extends Error {
+  readonly code: string
+  constructor(code: string, message: string) {
+    super(message)
+    this.name = 'TcpError'
+    this.code = code
+  }
+}
