@@ -65,13 +65,19 @@ function macText(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(':')
 }
 
-/** Decodes the transport layer at [offset, offset + length) of an IP datagram. */
+/**
+ * Decodes the transport layer at [offset, offset + length) of an IP datagram.
+ * `declaredLength` is what the IP header says the upper layer has: payload
+ * lengths are shown as sent on the wire, also when the capture cut them short
+ * (as tshark does).
+ */
 function decodeTransport(
   layers: DecodedLayer[],
   bytes: Uint8Array,
   protocol: number,
   offset: number,
   length: number,
+  declaredLength: number,
   ip: IpPseudoHeader,
   options: ParseOptions,
 ): void {
@@ -100,7 +106,7 @@ function decodeTransport(
         flags,
         window: tcp.window,
         checksumValid: tcp.checksumValid,
-        payloadLength: tcp.payloadLength,
+        payloadLength: Math.max(tcp.payloadLength, declaredLength - tcp.headerLength),
         options: tcpOptions,
       })
       return
@@ -117,7 +123,7 @@ function decodeTransport(
         dstPort: udp.dstPort,
         length: udp.length,
         checksumValid: udp.checksumValid,
-        payloadLength: udp.payloadLength,
+        payloadLength: udp.length - 8,
       })
       return
     }
@@ -172,7 +178,8 @@ function decodeIpv4(layers: DecodedLayer[], bytes: Uint8Array, offset: number, l
   })
   // Only the first fragment starts with the upper-layer header.
   if (ip.fragmentOffset !== 0) return
-  decodeTransport(layers, bytes, ip.protocol, ip.payloadOffset, ip.payloadLength, ip, ip.moreFragments ? FRAGMENT : options)
+  const declared = ip.totalLength - ip.headerLength
+  decodeTransport(layers, bytes, ip.protocol, ip.payloadOffset, ip.payloadLength, declared, ip, ip.moreFragments ? FRAGMENT : options)
 }
 
 function decodeIpv6(layers: DecodedLayer[], bytes: Uint8Array, offset: number, length: number, options: ParseOptions): void {
@@ -197,7 +204,8 @@ function decodeIpv6(layers: DecodedLayer[], bytes: Uint8Array, offset: number, l
   layers.push(layer)
   if (ip.fragment !== undefined && ip.fragment.offset !== 0) return
   const upperOptions = ip.fragment !== undefined && ip.fragment.moreFragments ? FRAGMENT : options
-  decodeTransport(layers, bytes, ip.upperProtocol, ip.upperOffset, ip.upperLength, ip, upperOptions)
+  const declared = ip.payloadLength - (ip.upperOffset - ip.payloadOffset)
+  decodeTransport(layers, bytes, ip.upperProtocol, ip.upperOffset, ip.upperLength, declared, ip, upperOptions)
 }
 
 function decodeIp(layers: DecodedLayer[], bytes: Uint8Array, offset: number, length: number, options: ParseOptions): void {
