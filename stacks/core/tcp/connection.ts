@@ -1085,7 +1085,10 @@ export class TcpConnection {
       dataLen === 0 &&
       !(seg.flags & (FLAG_SYN | FLAG_FIN)) &&
       scaledWindow === this.sndWnd &&
-      this.flightSize > 0
+      // RFC 5681 §2 (a) "outstanding data" — a zero-window probe byte is not:
+      // the answers to probes repeat the same ACK without signalling loss.
+      scaledWindow > 0 &&
+      seqGt(this.sndNxt, this.sndUna)
     ) {
       this.onDuplicateAck(now)
     }
