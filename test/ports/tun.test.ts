@@ -130,6 +130,38 @@ describe('tun port', () => {
     expect(pool.free).toBe(pool.total)
   })
 
+  it('spreads flows over IFF_MULTI_QUEUE queues, one I/O thread each', async () => {
+    const port = await openTun({ name: 'fstun7', netns: ns, queues: 3 })
+    try {
+      expect(port.info.queues).toBe(3)
+      expect(port.queues).toHaveLength(3)
+      ip('-n', ns, 'addr', 'add', '198.51.100.1/24', 'dev', 'fstun7')
+      const flows = 150
+      const sent = execIn(ns, ['python3', '-c', `import socket\nfor i in range(${flows}):\n  s=socket.socket(2,2); s.bind(('198.51.100.1',20000+i)); s.sendto(b'flow',('198.51.100.2',9)); s.close()`])
+      expect(sent.status).toBe(0)
+      const perQueue = [0, 0, 0]
+      const deadline = Date.now() + 8_000
+      while (perQueue[0] + perQueue[1] + perQueue[2] < flows && Date.now() < deadline) {
+        await Promise.race(port.queues.map((q) => q.waitForWork(50)))
+        port.queues.forEach((q, i) => {
+          q.receive(256, (index, length) => {
+            const udp = udpPayload(q.buffer(index).subarray(0, length), 0)
+            if (udp !== null && udp.dstPort === 9) perQueue[i]++
+            q.release(index)
+          })
+          q.flush()
+        })
+      }
+      expect(perQueue[0] + perQueue[1] + perQueue[2]).toBe(flows)
+      expect(perQueue.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2)
+      const c = port.counters()
+      expect(c.queues.map((q) => q.rxPackets).reduce((a, b) => a + b, 0)).toBe(c.rxPackets)
+    } finally {
+      await port.close()
+    }
+    expect(port.poolCheck().full).toBe(true)
+  })
+
   it('reports stable error codes', async () => {
     const first = await openTun({ name: 'fstun3', netns: ns })
     try {
