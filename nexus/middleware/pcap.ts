@@ -180,7 +180,13 @@ export class CapturedPacket {
   bytes: Uint8Array = new Uint8Array(0)
   dataOffset = 0
 
-  /** A view of the packet bytes (allocates a view object; hot paths use bytes/dataOffset). */
+  /** Copies the packet into `target` at `offset` without making a view; returns the bytes copied. */
+  copyTo(target: Uint8Array, offset = 0): number {
+    copyBytes(this.bytes, this.dataOffset, this.capturedLength, target, offset)
+    return this.capturedLength
+  }
+
+  /** A view of the packet bytes (allocates a view object; hot paths use bytes/dataOffset or copyTo). */
   get data(): Uint8Array {
     return this.bytes.subarray(this.dataOffset, this.dataOffset + this.capturedLength)
   }
@@ -272,7 +278,9 @@ export class CaptureReader {
   constructor(private readonly source: CaptureSource) {}
 
   static fromBuffer(bytes: Uint8Array): CaptureReader {
-    return new CaptureReader(new BufferCaptureSource(bytes))
+    // A Buffer view (no copy), so packets can be copied out with Buffer#copy and no per-packet view.
+    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    return new CaptureReader(new BufferCaptureSource(buffer))
   }
 
   static fromFile(path: string): CaptureReader {
@@ -650,6 +658,25 @@ export class MemoryCaptureSink implements CaptureSink {
 
 const STAGING_SIZE = 64 * 1024
 
+/**
+ * Copies without allocating a view: Buffer#copy takes offsets; a SharedArrayBuffer
+ * pool buffer is wrapped once per underlying buffer and cached.
+ */
+const bufferViews = new WeakMap<ArrayBufferLike, Buffer>()
+export function copyBytes(from: Uint8Array, fromOffset: number, length: number, to: Uint8Array, toOffset: number): void {
+  let source = Buffer.isBuffer(from) ? from : undefined
+  let base = fromOffset
+  if (source === undefined) {
+    source = bufferViews.get(from.buffer)
+    if (source === undefined) {
+      source = Buffer.from(from.buffer, 0, from.buffer.byteLength)
+      bufferViews.set(from.buffer, source)
+    }
+    base = from.byteOffset + fromOffset
+  }
+  source.copy(to, toOffset, base, base + length)
+}
+
 /** Common staging: blocks are assembled in one reused buffer and handed to the sink when it fills. */
 abstract class StagedWriter {
   protected readonly staging = Buffer.allocUnsafe(STAGING_SIZE)
@@ -672,12 +699,12 @@ abstract class StagedWriter {
 
   protected put(bytes: Uint8Array, from: number, length: number): void {
     if (this.used + length <= STAGING_SIZE) {
-      this.staging.set(bytes.subarray(from, from + length), this.used)
+      copyBytes(bytes, from, length, this.staging, this.used)
       this.used += length
     } else {
       this.flush()
       if (length <= STAGING_SIZE) {
-        this.staging.set(bytes.subarray(from, from + length), 0)
+        copyBytes(bytes, from, length, this.staging, 0)
         this.used = length
       } else {
         this.sink.write(bytes.subarray(from, from + length))
@@ -846,10 +873,24 @@ export class PcapngWriter extends StagedWriter {
     direction: PacketDirection = 'unknown',
     originalLength = data.length,
   ): void {
+    this.writePacketBytes(interfaceId, data, 0, data.length, seconds, nanoseconds, direction, originalLength)
+  }
+
+  /** writePacket for `bytes[offset, offset + length)`, without making a view (for pool buffers on data paths). */
+  writePacketBytes(
+    interfaceId: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    seconds: number,
+    nanoseconds: number,
+    direction: PacketDirection = 'unknown',
+    originalLength = length,
+  ): void {
     const units = this.interfaceUnits[interfaceId]
     if (units === undefined) throw new FlowstackError('ERR_INVALID_ARG_VALUE', `no interface ${interfaceId} in this pcapng section`)
     const snaplen = this.interfaceSnaplen[interfaceId]
-    const captured = snaplen === 0 ? data.length : Math.min(data.length, snaplen)
+    const captured = snaplen === 0 ? length : Math.min(length, snaplen)
     const padded = pad4(captured)
     const optionsLength = direction === 'unknown' ? 0 : 8 + 4
     const total = 32 + padded + optionsLength
@@ -865,7 +906,7 @@ export class PcapngWriter extends StagedWriter {
     writeU32(b, at + 20, captured, this.le)
     writeU32(b, at + 24, Math.max(originalLength, captured), this.le)
     this.used += 28
-    this.put(data, 0, captured)
+    this.put(bytes, offset, captured)
     this.putZeros(padded - captured)
     this.reserve(optionsLength + 4)
     if (optionsLength > 0) {
