@@ -273,9 +273,11 @@ export class SpscRing {
     }
     return new Promise<void>((resolve) => {
       let done = false
+      let waiterSettled = false
       // A pending Atomics.waitAsync does not keep Node's event loop alive, so
       // a worker whose only job is to wait for packets would exit. A ref'd
-      // timer does, and doubles as the timeout.
+      // timer does (like an open socket: close() or wake() releases it), and
+      // doubles as the timeout.
       const keepAlive = setTimeout(() => finish(), timeoutMs ?? KEEP_ALIVE_MS)
       const finish = (): void => {
         if (done) return
@@ -283,11 +285,19 @@ export class SpscRing {
         clearTimeout(keepAlive)
         this.wakeResolve = null
         Atomics.store(w, this.waitersWord, 0)
+        // Woken by wake() or the timer: V8 still holds our waiter, and a
+        // native peer never calls Atomics.notify, so one would pile up per
+        // sleep. Only this ring's consumer (us) waits on this word, so
+        // notifying it cancels exactly our own stale waiter.
+        if (!waiterSettled) Atomics.notify(w, this.sequenceWord)
         this.wakeups++
         resolve()
       }
       this.wakeResolve = finish
-      void result.value.then(finish)
+      void result.value.then(() => {
+        waiterSettled = true
+        finish()
+      })
     })
   }
 

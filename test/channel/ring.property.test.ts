@@ -157,6 +157,22 @@ describe('SpscRing (model-based)', () => {
     expect(consumer.available()).toBe(1)
   })
 
+  it('leaves no stale V8 waiter behind when woken by wake() or a timeout', async () => {
+    const sab = new SharedArrayBuffer(SpscRing.bytes(4))
+    const words = new Int32Array(sab)
+    const consumer = new SpscRing(sab, 0, 4)
+    for (let i = 0; i < 100; i++) {
+      const wait = consumer.waitForWork()
+      consumer.wake()
+      await wait
+    }
+    await consumer.waitForWork(1)
+    // Let V8 settle the cancelled waiters, then nobody may be left waiting.
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    expect(Atomics.notify(words, layout.RING_SEQUENCE / 4)).toBe(0)
+    expect(consumer.wakeups).toBe(101)
+  })
+
   it('rejects a capacity that is not a power of two or a region that does not fit', () => {
     const sab = new SharedArrayBuffer(4096)
     expect(() => new SpscRing(sab, 0, 12)).toThrow(expect.objectContaining({ code: 'CHANNEL_BAD_LAYOUT' }))
