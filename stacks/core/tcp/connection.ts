@@ -408,7 +408,9 @@ export class TcpConnection {
         return
     }
     this.finQueued = true
-    this.finSeq = seqAdd(seqAdd(this.iss, 1), this.sendBuffer.length)
+    // The send ring starts at the first unacknowledged data byte.
+    const dataStart = seqAdd(this.iss, 1)
+    this.finSeq = seqAdd(seqGt(this.sndUna, dataStart) ? this.sndUna : dataStart, this.sendBuffer.length)
     if (this.state === TcpState.Established) this.state = TcpState.FinWait1
     else if (this.state === TcpState.CloseWait) this.state = TcpState.LastAck
     // SYN-RECEIVED: RFC 9293 "queue for processing after entering ESTABLISHED state".
