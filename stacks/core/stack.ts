@@ -50,6 +50,7 @@ import { PmtuCache, DEFAULT_PMTU_CONFIG, type PmtuConfig } from './pmtu.js'
 import { Reassembler, type ReassemblyLimits } from './reassembly.js'
 import { RoutingTable, type Route } from './routing.js'
 import { TokenBucket } from './rate-limit.js'
+import { UdpLayer, broadcastCheckFor } from './udp.js'
 import { parseCidr, parseIpAddress } from '../wire/address.js'
 import { ARP_OPERATION_REPLY, ARP_OPERATION_REQUEST, emitArp, parseArp, type ArpRepr } from '../wire/arp.js'
 import { checksumAccumulate, checksumFold, internetChecksum, pseudoHeaderSumIpv6 } from '../wire/checksum.js'
@@ -177,6 +178,8 @@ export class StackCore implements IpOutput {
   /** Parse failures by wire layer and reason. */
   readonly malformed: Record<string, number> = {}
   readonly addresses: LocalAddress[] = []
+  /** The UDP transport, registered from the start. */
+  readonly udp: UdpLayer
 
   private readonly clock: Clock
   private readonly random: Random
@@ -255,6 +258,8 @@ export class StackCore implements IpOutput {
       this.addAddressInternal(cidr.address, cidr.prefixLength, now)
     }
     for (const r of options.routes ?? []) this.addRoute(r)
+    this.udp = new UdpLayer(this, this.random, { udp: this.counters.udp, udp6: this.counters.udp6 }, broadcastCheckFor(() => this.addresses))
+    this.registerTransport(this.udp)
   }
 
   // ----------------------------------------------------------- configuration
