@@ -1214,6 +1214,7 @@ export class TcpConnection {
         this.cc.onFastRetransmit(this.flightSize, mss, now)
         const sent = this.retransmitAt(this.sndUna, mss, now)
         this.retransmitHigh = seqAdd(this.sndUna, sent)
+        this.fillSackHole(now)
         this.rtoAt = now + this.rto
       }
     }
