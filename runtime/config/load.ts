@@ -18,7 +18,8 @@ import {
   type PemSource,
   type PortRange,
 } from '../../proto/gen/flowstack_pb.js'
-import { checkMessageJson, joinPath, type ConfigProblem } from './json-types.js'
+import { checkMessageJson, type ConfigProblem } from './json-types.js'
+import { jsonErrorOffset } from './json-position.js'
 
 export type { ConfigProblem }
 
@@ -111,15 +112,15 @@ function checkLoaded(config: Config, options: LoadOptions, file: string | undefi
   return { config, file, baseDir, appPaths }
 }
 
-/** Line and column of a JSON.parse failure, from Node's "at position N" message. */
+/** The reason and the line and column of a JSON syntax error. */
 function jsonSyntaxMessage(text: string, err: Error): string {
-  const match = /position (\d+)/.exec(err.message)
-  const reason = err.message.replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '')
-  if (match === null) return reason
-  const position = Number(match[1])
-  const before = text.slice(0, position)
+  const offset = jsonErrorOffset(text)
+  const found = offset < 0 ? undefined : offset >= text.length ? 'end of input' : JSON.stringify(text[offset])
+  const reason = found === undefined ? err.message.replace(/, ".*" is not valid JSON$/s, '') : `unexpected ${found}`
+  if (offset < 0) return reason
+  const before = text.slice(0, offset)
   const line = before.split('\n').length
-  const column = position - before.lastIndexOf('\n')
+  const column = offset - before.lastIndexOf('\n')
   return `${reason} at line ${line} column ${column}`
 }
 

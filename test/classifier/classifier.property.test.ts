@@ -164,12 +164,13 @@ describe('classifier vs linear-scan reference', () => {
           now: () => 0,
         })
         for (const op of ops) {
+          if (op.op === 'swap') {
+            reference.replaceRules(op.rules)
+            classifier.replaceRules(new RuleSet(op.rules.map(toSpec)))
+            continue
+          }
           const p = op.packet
           switch (op.op) {
-            case 'swap':
-              reference.replaceRules(op.rules)
-              classifier.replaceRules(new RuleSet(op.rules.map(toSpec)))
-              break
             case 'flow':
               reference.registerFlow(p, op.owner)
               expect(classifier.registerFlow(p, op.owner)).toBe(true)
