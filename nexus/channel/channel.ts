@@ -384,7 +384,8 @@ export class ChannelEnd {
       this.ringOverrun(this.inRingId)
       return 0
     }
-    const n = avail < max ? avail : max
+    // Any max: Number.MAX_SAFE_INTEGER (everything), fractions, 0 or less (nothing).
+    const n = max >= avail ? avail : max > 0 ? Math.floor(max) : 0
     let delivered = 0
     let k = 0
     try {

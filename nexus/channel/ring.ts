@@ -231,7 +231,7 @@ export class SpscRing {
       this.commit()
       return 0
     }
-    const n = avail < max ? avail : max
+    const n = max >= avail ? avail : max > 0 ? Math.floor(max) : 0
     let k = 0
     try {
       for (; k < n; k++) visit(this.bufferIndexAt(k), this.lengthAt(k), this.flagsAt(k), this.auxAt(k))

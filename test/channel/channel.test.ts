@@ -101,13 +101,15 @@ describe('channel layout', () => {
     const schemaWords = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
     fc.assert(
       fc.property(fc.constantFrom(...schemaWords), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), (word, value) => {
-        const sab = createChannel({ bufferSize: 128, bufferCount: 8, ringCapacity: 4 })
+        // Capacity 16: rings of capacity 1, 2 and 4 all occupy one 256-byte stride,
+        // so with 4 a changed capacity could still describe a consistent layout.
+        const sab = createChannel({ bufferSize: 128, bufferCount: 8, ringCapacity: 16 })
         const h = new Int32Array(sab)
         fc.pre(h[word] !== value)
         h[word] = value
         expect(() => attachChannel(sab, 'a')).toThrow(code('CHANNEL_BAD_LAYOUT'))
       }),
-      { numRuns: 500 },
+      { numRuns: 2000 },
     )
   })
 
@@ -174,6 +176,25 @@ describe('channel end', () => {
     a.release(index)
     a.flush()
     expect(b.reclaim()).toBe(1)
+    expectPoolsFull(a, b)
+  })
+
+  it('takes any batch limit: everything, fractions, zero and negatives', () => {
+    const sab = createChannel({ bufferSize: 128, bufferCount: 8, ringCapacity: 8, rxBufferShare: 1 })
+    const a = attachChannel(sab, 'a')
+    const b = attachChannel(sab, 'b')
+    for (let k = 0; k < 6; k++) a.send(a.alloc(), 1, 0, k)
+    a.flush()
+    const order: number[] = []
+    const visit = (index: number, _l: number, _f: number, aux: number) => {
+      order.push(aux)
+      b.release(index)
+    }
+    expect(b.receive(0, visit)).toBe(0)
+    expect(b.receive(-3, visit)).toBe(0)
+    expect(b.receive(2.7, visit)).toBe(2)
+    expect(b.receive(Number.MAX_SAFE_INTEGER, visit)).toBe(4)
+    expect(order).toEqual([0, 1, 2, 3, 4, 5])
     expectPoolsFull(a, b)
   })
 
