@@ -56,11 +56,14 @@ interface Datagram {
   firstHeaderLength: number
 }
 
-/** What expire() reports for a timed-out datagram whose first fragment had arrived. */
+/** What expire() reports for each timed-out datagram. */
 export interface ReassemblyTimeout {
   version: 4 | 6
-  /** The first fragment (IP header + start of data), to quote in ICMP time exceeded. */
-  firstFragment: Uint8Array
+  /**
+   * The first fragment (IP header + start of data) to quote in ICMP time
+   * exceeded, or null when it never arrived (then no ICMP is sent).
+   */
+  firstFragment: Uint8Array | null
 }
 
 export class Reassembler {
@@ -152,16 +155,16 @@ export class Reassembler {
     return 'complete'
   }
 
-  /** Discard timed-out datagrams; report those whose first fragment arrived. */
+  /** Discard timed-out datagrams, reporting each. */
   expire(now: number, onTimeout: (timeout: ReassemblyTimeout) => void): void {
     for (let i = this.datagrams.length - 1; i >= 0; i--) {
       const d = this.datagrams[i]
       if (d.expiresAt > now) continue
       const first = d.first
       this.close(d)
-      // RFC 792 / RFC 8200 §4.5: time exceeded (code 1) only "if the first
-      // fragment (i.e., the one with a Fragment Offset of zero) has been received".
-      if (first !== null) onTimeout({ version: d.version, firstFragment: first })
+      // RFC 8200 §4.5: time exceeded (code 1) only "if the first fragment
+      // (i.e., the one with a Fragment Offset of zero) has been received".
+      onTimeout({ version: d.version, firstFragment: first })
     }
   }
 

@@ -374,13 +374,13 @@ export class StackCore implements IpOutput {
       if (t.version === 4) {
         this.counters.ip.ReasmTimeout++
         this.counters.ip.ReasmFails++
-        // RFC 792: code 1 "fragment reassembly time exceeded".
-        this.sendIcmp4Error(ICMPV4_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
+        // RFC 792: code 1 "fragment reassembly time exceeded" (needs the first fragment to quote).
+        if (t.firstFragment !== null) this.sendIcmp4Error(ICMPV4_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
       } else {
         this.counters.ip6.ReasmTimeout++
         this.counters.ip6.ReasmFails++
         // RFC 8200 §4.5: "an ICMP Time Exceeded -- Fragment Reassembly Time Exceeded message should be sent".
-        this.sendIcmp6Error(ICMPV6_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
+        if (t.firstFragment !== null) this.sendIcmp6Error(ICMPV6_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
       }
     })
     this.routes.expire(now)
