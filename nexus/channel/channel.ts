@@ -1,6 +1,13 @@
 // A channel end: one side's view of a channel (layout.ts), with the side's
 // buffer ownership, its free list, and bounds checks on everything the other
 // side produces. One ChannelEnd per side per thread.
+//
+// Trust: every descriptor and every return from the peer is checked against
+// this side's own record of who owns each buffer, so a hostile or broken peer
+// can neither make us read outside the pool nor get one buffer handed out
+// twice. The bytes of a buffer, however, stay writable by the peer after it
+// sent them (it is shared memory): a consumer that must not be raced (the
+// switch facing an instance) parses once into locals or copies first.
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel'
 import { FlowstackError } from '../../common/errors.js'
 import {
@@ -521,6 +528,21 @@ export class ChannelEnd {
       throw new FlowstackError('CHANNEL_ACCOUNTING', `pool accounting broken on side ${this.side}: ${JSON.stringify(accounting)}`)
     }
     return accounting
+  }
+
+  /** Descriptors published and not yet consumed on each ring, from the shared counters (for stats). */
+  ringOccupancy(): { rx: number; rxReturn: number; tx: number; txReturn: number } {
+    const occupancy = (ring: SpscRing): number => {
+      const { head, tail } = ring.counters()
+      return (head - tail) >>> 0
+    }
+    const a = this.side === 'a'
+    return {
+      rx: occupancy(a ? this.outRing : this.inRing),
+      rxReturn: occupancy(a ? this.returnInRing : this.returnOutRing),
+      tx: occupancy(a ? this.inRing : this.outRing),
+      txReturn: occupancy(a ? this.returnOutRing : this.returnInRing),
+    }
   }
 
   /** The first corruption reason this side recorded in the header (0 = none), and its buffer index. */

@@ -1,6 +1,19 @@
 // Shared-memory channel: a packet pool and four SPSC descriptor rings in one
 // SharedArrayBuffer, shared by a device side (A) and a user side (B).
 // Layout and word-level contract (also used by the C++ addon): ./layout.ts.
+// Doorbell protocol and the native-peer hooks: ./ring.ts.
+//
+// Typical loops (one ChannelEnd per side, each in its own thread):
+//
+//   producer                                  consumer
+//   const i = end.alloc()                     const n = end.receive(64, (i, len, flags, aux) => {
+//   if (i < 0) await end.waitForBuffers()       handle(end.buffer(i).subarray(0, len))
+//   end.buffer(i).set(packet)                   end.release(i)  // back to its owner
+//   end.send(i, packet.length)                })
+//   ... once per batch: end.flush()           if (n === 0) await end.waitForWork()
+//
+// A pending wait keeps the thread alive like an open socket; close() ends it.
+// After the peer closes, waits resolve at once: check `peerClosed`.
 export {
   createChannel,
   attachChannel,

@@ -141,7 +141,9 @@ describe('channel end', () => {
     expect(a.counters().poolEmpty).toBe(1)
     // Not published yet.
     expect(b.receive(10, () => {})).toBe(0)
+    expect(b.ringOccupancy().rx).toBe(0)
     a.flush()
+    expect(b.ringOccupancy()).toEqual({ rx: 4, rxReturn: 0, tx: 0, txReturn: 0 })
     const got: number[][] = []
     expect(
       b.receive(10, (index, length, flags, aux) => {
