@@ -63,6 +63,8 @@ export interface ConnectionHost {
   connectionClosed(conn: TcpConnection): void
   /** A passive open completed the handshake: hand it to its listener. */
   connectionEstablished(conn: TcpConnection): void
+  /** Timers of `conn` may have moved earlier. */
+  reschedule(conn: TcpConnection): void
 }
 
 /** One reusable outgoing segment, options and SACK tuples per layer: no allocation per segment. */
@@ -114,6 +116,8 @@ export class TcpConnection {
   listenerToken: unknown = null
   /** The error that ended the connection, if any. */
   error: TcpErrorCode | null = null
+  /** The deadline of this connection's live entry in the layer's timer heap. */
+  scheduledAt = NONE
 
   // Send sequence space (RFC 9293 §3.3.1). sndMax is the highest sequence
   // sent so far: after a timeout sndNxt goes back to sndUna (go-back-N) while
@@ -346,6 +350,7 @@ export class TcpConnection {
     const n = this.sendBuffer.write(bytes, offset, length)
     if (n < length) this.wantWritable = true
     if (n > 0 && this.isSynchronized()) this.flush(this.host.cfg.clock(), 0)
+    this.host.reschedule(this)
     return n
   }
 
@@ -388,6 +393,7 @@ export class TcpConnection {
     // the window ride on ordinary ACKs (receiver SWS avoidance, RFC 9293 3.8.6.2.2).
     if (next >= 2 * old && next - old >= Math.min(this.advertisedMss, this.receiveBuffer.capacity >> 1)) {
       this.sendAck(this.host.cfg.clock())
+      this.host.reschedule(this)
     }
   }
 
@@ -415,6 +421,7 @@ export class TcpConnection {
     else if (this.state === TcpState.CloseWait) this.state = TcpState.LastAck
     // SYN-RECEIVED: RFC 9293 "queue for processing after entering ESTABLISHED state".
     if (this.isSynchronized()) this.flush(now, 0)
+    this.host.reschedule(this)
   }
 
   /** Abort: RST to the peer in synchronized states, then CLOSED (RFC 9293 3.10.5 ABORT). */
@@ -432,12 +439,14 @@ export class TcpConnection {
   setNoDelay(noDelay = true): void {
     this.noDelay = noDelay
     if (noDelay && this.isSynchronized()) this.flush(this.host.cfg.clock(), 0)
+    this.host.reschedule(this)
   }
 
   setKeepAlive(enabled: boolean, options: Partial<Omit<KeepAliveOptions, 'enabled'>> = {}): void {
     this.keepAlive = resolveKeepAlive(this.keepAlive, { ...options, enabled })
     this.keepAliveProbesSent = 0
     this.armKeepAlive(this.host.cfg.clock())
+    this.host.reschedule(this)
   }
 
   private armKeepAlive(now: number): void {
@@ -457,6 +466,7 @@ export class TcpConnection {
       this.sndNxt = this.sndUna
       this.flush(now, 0)
     }
+    this.host.reschedule(this)
   }
 
   /** RFC 1122 4.2.3.9: hard errors abort a connection still in SYN-SENT; the rest are soft. */

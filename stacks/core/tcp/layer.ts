@@ -2,6 +2,7 @@ import { resolveConfig, resolveKeepAlive, type ResolvedTcpConfig } from './confi
 import { OutgoingScratch, TcpConnection, TcpState, type ConnectionHost } from './connection.js'
 import { seqAdd } from './seq.js'
 import { SipKey, sipHash24 } from './siphash.js'
+import { TimerHeap } from './timer-heap.js'
 import {
   FLAG_ACK,
   FLAG_FIN,
@@ -56,6 +57,7 @@ export class TcpLayer implements ConnectionHost {
   private readonly connections = new Map<number, TcpConnection[]>()
   private readonly listeners = new Map<number, TcpListener[]>()
   private count = 0
+  private readonly timers = new TimerHeap<TcpConnection>()
   private readonly isnKey: SipKey
   private readonly portKeyHash: SipKey
   private readonly hashInput = new Uint8Array(40)
@@ -148,6 +150,7 @@ export class TcpLayer implements ConnectionHost {
     if (options.events) conn.events = options.events
     this.insert(conn)
     conn.openActive(now)
+    this.reschedule(conn)
     return conn
   }
 
@@ -169,6 +172,7 @@ export class TcpLayer implements ConnectionHost {
         conn.finish(null, now)
       } else {
         conn.receive(seg, payload, now)
+        this.reschedule(conn)
         return
       }
     }
@@ -202,6 +206,7 @@ export class TcpLayer implements ConnectionHost {
     listener.pending++
     this.insert(conn)
     conn.openPassive(seg, now)
+    this.reschedule(conn)
     // Data on a SYN is not kept (the peer retransmits it after the handshake).
     void payload
   }
@@ -254,25 +259,45 @@ export class TcpLayer implements ConnectionHost {
 
   /** Runs every timer due at `now`. */
   poll(now: number): void {
-    for (const list of this.connections.values()) {
-      // finish() may remove entries from `list` while we walk it: walk backwards.
-      for (let i = list.length - 1; i >= 0; i--) {
-        const conn = list[i]
-        if (conn !== undefined && conn.nextDeadline() <= now) conn.poll(now)
-      }
+    const heap = this.timers
+    for (let guard = heap.size + 1; guard > 0 && heap.peekTime() <= now; guard--) {
+      const at = heap.peekTime()
+      const conn = heap.peekItem()!
+      heap.pop()
+      // Stale: the connection has rescheduled (earlier) or is closed.
+      if (conn.scheduledAt !== at || conn.state === TcpState.Closed) continue
+      conn.scheduledAt = Infinity
+      if (conn.nextDeadline() <= now) conn.poll(now)
+      this.reschedule(conn)
     }
   }
 
-  /** The earliest timer of any connection (ms), Infinity when none. A linear scan: fine for thousands of connections. */
+  /**
+   * The time (ms) poll() should next run, Infinity when no timer is armed.
+   * It may be earlier than the real deadline (a timer pushed later since):
+   * polling then is harmless.
+   */
   nextTimeout(): number {
-    let t = Infinity
-    for (const list of this.connections.values()) {
-      for (let i = 0; i < list.length; i++) {
-        const d = list[i].nextDeadline()
-        if (d < t) t = d
-      }
+    const heap = this.timers
+    while (heap.size > 0) {
+      const conn = heap.peekItem()!
+      if (conn.scheduledAt === heap.peekTime() && conn.state !== TcpState.Closed) return heap.peekTime()
+      heap.pop()
     }
-    return t
+    return Infinity
+  }
+
+  /**
+   * Keeps the heap entry of a connection no later than its earliest timer.
+   * Only a deadline moving EARLIER needs a new entry: a later one is found
+   * by the spurious wake-up of the existing entry.
+   */
+  reschedule(conn: TcpConnection): void {
+    const d = conn.nextDeadline()
+    if (d < conn.scheduledAt && conn.state !== TcpState.Closed) {
+      conn.scheduledAt = d
+      this.timers.push(d, conn)
+    }
   }
 
   // ------------------------------------------------------------ host hooks

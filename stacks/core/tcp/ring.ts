@@ -74,7 +74,8 @@ export class ByteRing {
     this.head += n
     if (this.head >= this.capacity) this.head -= this.capacity
     this.used -= n
-    if (this.used === 0) this.head = 0
+    // No "reset head when empty": bytes placed with writeAt beyond the tail
+    // must stay where they are.
   }
 
   private copyIn(tailOffset: number, src: Uint8Array, offset: number, n: number): void {
