@@ -188,7 +188,8 @@ export class CapturedPacket {
 
   /** A view of the packet bytes (allocates a view object; hot paths use bytes/dataOffset or copyTo). */
   get data(): Uint8Array {
-    return this.bytes.subarray(this.dataOffset, this.dataOffset + this.capturedLength)
+    // A plain Uint8Array (not a Buffer, even when the reader's window is one).
+    return new Uint8Array(this.bytes.buffer, this.bytes.byteOffset + this.dataOffset, this.capturedLength)
   }
 }
 
@@ -588,7 +589,7 @@ export function readAllPackets(bytes: Uint8Array): Array<{
       nanoseconds: p.nanoseconds,
       originalLength: p.originalLength,
       direction: p.direction,
-      data: Uint8Array.prototype.slice.call(p.data),
+      data: new Uint8Array(p.data),
     })
   }
   return out

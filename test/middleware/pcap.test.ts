@@ -52,7 +52,7 @@ function arpFrame(seq: number): Uint8Array {
   // Ethernet broadcast + ARP request "who has 198.51.100.<seq>? tell 198.51.100.1".
   const f = Buffer.from('ffffffffffff020000000001' + '0806' + '0001080006040001' + '020000000001c6336401' + '000000000000c6336400', 'hex')
   f[41] = seq & 0xff
-  return f
+  return new Uint8Array(f)
 }
 
 describe('classic pcap', () => {
