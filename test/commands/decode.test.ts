@@ -302,6 +302,35 @@ describe('flowstack decode agrees with tshark', () => {
   })
 })
 
+describe('flowstack decode output', () => {
+  it('respects backpressure from a slow reader: every line arrives, in order, with bounded buffering', async () => {
+    const packets = readAllPackets(readFileSync(join(FIXTURES, 'traffic.pcapng')))
+    const file = join(work, 'many.pcapng')
+    const w = new PcapngWriter(new FileCaptureSink(file))
+    const iface = w.addInterface({ linkType: LINKTYPE_ETHERNET })
+    const rounds = 20
+    for (let r = 0; r < rounds; r++) for (const p of packets) w.writePacket(iface, p.data, p.seconds + r, p.nanoseconds)
+    await w.close()
+    let maxBuffered = 0
+    let text = ''
+    const slow = new Writable({
+      highWaterMark: 4096,
+      write(chunk: Buffer, _enc, done) {
+        text += chunk.toString('utf8')
+        maxBuffered = Math.max(maxBuffered, this.writableLength)
+        setImmediate(done)
+      },
+    })
+    const code = await decodeCommand(file, slow, new Collect())
+    expect(code).toBe(0)
+    const lines = text.split('\n').filter((l) => l !== '')
+    expect(lines.length).toBe(rounds * packets.length)
+    lines.forEach((line, i) => expect((JSON.parse(line) as DecodedFrame).frame).toBe(i + 1))
+    // One pending chunk (about 64 KiB of JSON) at a time, never the whole output.
+    expect(maxBuffered).toBeLessThan(text.length / 4)
+  })
+})
+
 describe('flowstack decode on damaged input', () => {
   it('adds an error layer after the last good layer and carries on with the next packet', async () => {
     const frames = readAllPackets(readFileSync(join(FIXTURES, 'traffic.pcapng')))
