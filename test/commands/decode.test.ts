@@ -10,6 +10,7 @@ import { Writable } from 'node:stream'
 import { afterAll, describe, expect, it } from 'vitest'
 import { FileCaptureSink, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, readAllPackets } from '../../nexus/middleware/pcap.js'
 import { decodeCommand, type DecodedFrame, type DecodedLayer } from '../../runtime/commands/decode.js'
+import { emitIpv4, emitTcp, tcpBufferLength } from '../../stacks/wire/index.js'
 
 const FIXTURES = new URL('../fixtures/captures/', import.meta.url).pathname
 const ROOT = new URL('../../', import.meta.url).pathname
@@ -279,7 +280,7 @@ describe('flowstack decode agrees with tshark', () => {
     expect(seen.has('ipv4') && seen.has('ipv6')).toBe(true)
   })
 
-  it('on synthetic edge cases: VLAN tag, bad checksums, a capture cut at its snap length', async () => {
+  it('on synthetic edge cases: VLAN tag, bad checksums, a capture cut at its snap length, SACK blocks', async () => {
     const frames = readAllPackets(readFileSync(join(FIXTURES, 'traffic.pcapng')))
     const tcpData = frames.find((p) => p.data.length > 1000 && p.data[23] === 6)!.data
     const udp4 = frames.find((p) => p.data[12] === 0x08 && p.data[13] === 0x00 && p.data[23] === 17)!.data
@@ -288,9 +289,18 @@ describe('flowstack decode agrees with tshark', () => {
     badIpChecksum[24] ^= 0xff
     const badTcpChecksum = Buffer.from(tcpData)
     badTcpChecksum[14 + 20 + 16] ^= 0xff
+    // An ACK with SACK blocks (the recorder has no netem to make real loss), built by the wire layer.
+    const sackTcp = { srcPort: 40001, dstPort: 58000, seq: 1000, ack: 2000, flags: 0x10, window: 500, urgentPointer: 0, payloadLength: 0,
+      options: { timestamp: [11, 22] as [number, number], sack: [[3000, 4000], [5000, 6448]] as [number, number][] } }
+    const sackIp = { src: 0xc6336401, dst: 0xc6336402, protocol: 6, ttl: 64, id: 7, dontFragment: true, moreFragments: false,
+      fragmentOffset: 0, dscp: 0, ecn: 0, payloadLength: tcpBufferLength(sackTcp) }
+    const sackFrame = new Uint8Array(14 + 20 + sackIp.payloadLength)
+    sackFrame.set(tcpData.subarray(0, 14))
+    emitIpv4(sackIp, sackFrame, 14)
+    emitTcp(sackTcp, sackFrame, 34, { version: 4, src: sackIp.src, dst: sackIp.dst })
     const file = join(work, 'edge.pcap')
     const w = new PcapWriter(new FileCaptureSink(file), { linkType: LINKTYPE_ETHERNET, snaplen: 100 })
-    for (const f of [tagged, badIpChecksum, badTcpChecksum, tcpData]) w.writePacket(f, 1_700_000_000, 0)
+    for (const f of [tagged, badIpChecksum, badTcpChecksum, tcpData, sackFrame]) w.writePacket(f, 1_700_000_000, 0)
     await w.close()
     await agreeWithTshark(file)
     const { frames: decoded } = await decode(file)
@@ -299,6 +309,7 @@ describe('flowstack decode agrees with tshark', () => {
     // Cut at 100 bytes: the TCP checksum cannot be checked, and says so.
     expect(decoded[2].layers[2]).toMatchObject({ layer: 'tcp', checksumValid: null })
     expect(decoded[3].length).toBe(tcpData.length)
+    expect(decoded[4].layers[2]).toMatchObject({ layer: 'tcp', checksumValid: true, options: { timestamp: [11, 22], sack: [[3000, 4000], [5000, 6448]] } })
   })
 })
 
