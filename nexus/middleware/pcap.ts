@@ -536,12 +536,20 @@ export class CaptureReader {
     p.fileOffset = start
     p.bytes = w
     p.dataOffset = dataAt
-    this.forEachOption(w, dataAt + pad4(captured), bodyEnd, (code, valueAt, valueLength) => {
-      if (code === OPT_EPB_FLAGS && valueLength === 4) {
-        const direction = readU32(w, valueAt, this.le) & 3
+    // Options walked inline (no closure): this runs once per packet.
+    for (let at = dataAt + pad4(captured); at + 4 <= bodyEnd; ) {
+      const code = readU16(w, at, this.le)
+      const length = readU16(w, at + 2, this.le)
+      if (code === OPT_ENDOFOPT) break
+      if (at + 4 + length > bodyEnd) {
+        throw new CaptureFormatError('bad-option', this.source.windowOffset + at, `option ${code} of length ${length} overruns its block`)
+      }
+      if (code === OPT_EPB_FLAGS && length === 4) {
+        const direction = readU32(w, at + 4, this.le) & 3
         p.direction = direction === 1 ? 'inbound' : direction === 2 ? 'outbound' : 'unknown'
       }
-    })
+      at += 4 + pad4(length)
+    }
     return p
   }
 
