@@ -1032,6 +1032,9 @@ export class TcpConnection {
       }
     }
 
+    // An event handler may have aborted the connection meanwhile.
+    if ((this.state as TcpState) === TcpState.Closed) return
+
     // Eighth: FIN.
     if (hasFin) {
       const finAt = seqAdd(seg.seq, dataLen)

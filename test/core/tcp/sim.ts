@@ -33,6 +33,13 @@ export class Simulation {
   private readonly rnd: () => number
   delivered = 0
   dropped = 0
+  /** Application timers: (time, callback), run in time order with the network events. */
+  private appTimers: { at: number; fn: () => void }[] = []
+
+  schedule(at: number, fn: () => void): void {
+    this.appTimers.push({ at, fn })
+    this.appTimers.sort((a, b) => a.at - b.at)
+  }
 
   constructor(
     readonly impairment: Impairment,
@@ -89,9 +96,11 @@ export class Simulation {
     for (let step = 0; step < maxSteps; step++) {
       if (done()) return true
       const nextPacket = this.queue.length > 0 ? this.queue[0].at : Infinity
-      const next = Math.min(nextPacket, this.layers[0].nextTimeout(), this.layers[1].nextTimeout())
+      const nextApp = this.appTimers.length > 0 ? this.appTimers[0].at : Infinity
+      const next = Math.min(nextPacket, nextApp, this.layers[0].nextTimeout(), this.layers[1].nextTimeout())
       if (next === Infinity || next > maxTimeMs) return done()
       this.now = Math.max(this.now, next)
+      while (this.appTimers.length > 0 && this.appTimers[0].at <= this.now) this.appTimers.shift()!.fn()
       while (this.queue.length > 0 && this.queue[0].at <= this.now) {
         const p = this.queue.shift()!
         this.delivered++

@@ -14,6 +14,8 @@ class Endpoint {
   peerClosed = false
   closed = false
   errors: string[] = []
+  /** A paused reader leaves data in the receive buffer (the window shrinks). */
+  paused = false
   private readonly chunk = new Uint8Array(CHUNK)
   private readonly sink = new Uint8Array(CHUNK)
   constructor(
@@ -45,6 +47,7 @@ class Endpoint {
     if (this.conn.state === TcpState.Established || this.conn.state === TcpState.CloseWait) this.conn.shutdownWrite()
   }
   drain(): void {
+    if (this.paused) return
     for (;;) {
       const n = this.conn.read(this.sink, 0, CHUNK)
       if (n === 0) return
@@ -106,6 +109,37 @@ describe('two stacks over an impaired in-memory link', () => {
       expect(r.server.counters.currEstab).toBe(0)
     })
   }
+
+  it('a reader that pauses (zero windows, persist probes, window updates) at 2% loss still gets every byte', () => {
+    const sim = new Simulation({ loss: 0.02, duplicate: 0.01, reorder: 0.02, reorderDelayMs: 8, delayMs: 5 }, 77, { receiveBufferSize: 16 * 1024, sendBufferSize: 32 * 1024 })
+    const [client, server] = sim.layers
+    const size = 512 * 1024
+    let serverEnd: Endpoint | null = null
+    server.listen(null, 9000, 4, (conn) => {
+      const e = new Endpoint(conn, 1, 0)
+      serverEnd = e
+      e.paused = true
+      // The application reads in bursts every 50 ms: the window closes in between.
+      const tick = (): void => {
+        e.paused = false
+        e.drain()
+        e.paused = true
+        if (e.received < size) sim.schedule(sim.now + 50, tick)
+      }
+      sim.schedule(sim.now + 50, tick)
+      e.pump()
+    })
+    const conn = client.connect({ local: LOCAL, remote: REMOTE, remotePort: 9000 })
+    const clientEnd = new Endpoint(conn, 0, size)
+    conn.events.onConnected = () => clientEnd.pump()
+    const ok = sim.run(() => (serverEnd as Endpoint | null)?.received === size, 300_000)
+    expect(ok).toBe(true)
+    const s = serverEnd as unknown as Endpoint
+    expect(s.mismatches).toBe(0)
+    expect(clientEnd.errors).toEqual([])
+    console.log(`paused reader: ${sim.now.toFixed(0)} ms, persist probes ${client.counters.persistProbes}, rto ${client.counters.rtoTimeouts}, retrans ${client.counters.retransSegs}`)
+    expect(client.counters.persistProbes + client.counters.rtoTimeouts).toBeGreaterThan(0)
+  })
 
   it('IPv6 at 5% loss, 1 MB each way', () => {
     const r = bulk(0.05, 9, 1024 * 1024, true)
