@@ -1,5 +1,5 @@
 /** ARP for IPv4 over Ethernet (RFC 826); other hardware/protocol pairs are 'unsupported'. */
-import { readU32, writeU32 } from './bytes.js'
+import { inBounds, readU32, writeU32 } from './bytes.js'
 import { WireError } from './error.js'
 
 export const ARP_OPERATION_REQUEST = 1
@@ -21,7 +21,7 @@ export function arpBufferLength(_repr?: ArpRepr): number {
 
 /** Trailing bytes (Ethernet padding to 60 bytes) are ignored. */
 export function parseArp(bytes: Uint8Array, offset = 0, length = bytes.length - offset): ArpRepr | WireError {
-  if (offset < 0 || length < 8 || offset + length > bytes.length) return new WireError('arp', 'truncated')
+  if (!inBounds(bytes, offset, length) || length < 8) return new WireError('arp', 'truncated')
   const hardwareType = (bytes[offset] << 8) | bytes[offset + 1]
   const protocolType = (bytes[offset + 2] << 8) | bytes[offset + 3]
   const hardwareLength = bytes[offset + 4]
@@ -62,7 +62,7 @@ export class ArpView {
   reset(bytes: Uint8Array, offset = 0, length = bytes.length - offset): boolean {
     this.bytes = bytes
     this.offset = offset
-    if (length < ARP_PACKET_LENGTH || offset + length > bytes.length) return false
+    if (!inBounds(bytes, offset, length) || length < ARP_PACKET_LENGTH) return false
     return bytes[offset] === 0 && bytes[offset + 1] === 1 && bytes[offset + 2] === 8 && bytes[offset + 3] === 0 && bytes[offset + 4] === 6 && bytes[offset + 5] === 4
   }
   get operation(): number {

@@ -1,4 +1,5 @@
 /** Ethernet II frames with at most one IEEE 802.1Q tag. */
+import { inBounds } from './bytes.js'
 import { WireError } from './error.js'
 
 export const ETHERTYPE_IPV4 = 0x0800
@@ -44,7 +45,7 @@ export function ethernetHeaderLength(repr: Pick<EthernetRepr, 'vlan'>): number {
  * as the ethertype for the caller to reject.
  */
 export function parseEthernet(bytes: Uint8Array, offset = 0, length = bytes.length - offset): EthernetRepr | WireError {
-  if (offset < 0 || length < ETHERNET_HEADER_LENGTH || offset + length > bytes.length) {
+  if (!inBounds(bytes, offset, length) || length < ETHERNET_HEADER_LENGTH) {
     return new WireError('ethernet', 'truncated', `${length} bytes`)
   }
   let ethertype = (bytes[offset + 12] << 8) | bytes[offset + 13]
@@ -103,7 +104,7 @@ export class EthernetView {
     this.bytes = bytes
     this.offset = offset
     this.length = length
-    if (length < ETHERNET_HEADER_LENGTH || offset + length > bytes.length) return false
+    if (!inBounds(bytes, offset, length) || length < ETHERNET_HEADER_LENGTH) return false
     const outer = (bytes[offset + 12] << 8) | bytes[offset + 13]
     this.headerLength = outer === ETHERTYPE_VLAN ? ETHERNET_HEADER_LENGTH + VLAN_TAG_LENGTH : ETHERNET_HEADER_LENGTH
     return length >= this.headerLength

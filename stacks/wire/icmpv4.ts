@@ -139,7 +139,7 @@ export class IcmpView {
   reset(bytes: Uint8Array, offset = 0, length = bytes.length - offset): boolean {
     this.bytes = bytes
     this.offset = offset
-    return length >= 8 && offset >= 0 && offset + length <= bytes.length
+    return length >= 8 && inBounds(bytes, offset, length)
   }
   get type(): number {
     return this.bytes[this.offset]

@@ -151,7 +151,7 @@ export class Ipv4View {
     this.bytes = bytes
     this.offset = offset
     this.length = length
-    if (length < IPV4_HEADER_LENGTH || offset < 0 || offset + length > bytes.length) return false
+    if (length < IPV4_HEADER_LENGTH || !inBounds(bytes, offset, length)) return false
     const first = bytes[offset]
     const headerLength = (first & 0x0f) * 4
     return first >>> 4 === 4 && headerLength >= IPV4_HEADER_LENGTH && headerLength <= length

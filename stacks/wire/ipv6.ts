@@ -220,7 +220,7 @@ export class Ipv6View {
     this.fragmentId = 0
     this.moreFragments = false
     this.valid = false
-    if (length < IPV6_HEADER_LENGTH || offset < 0 || offset + length > bytes.length || bytes[offset] >>> 4 !== 6) return false
+    if (length < IPV6_HEADER_LENGTH || !inBounds(bytes, offset, length) || bytes[offset] >>> 4 !== 6) return false
     const end = offset + Math.min(length, IPV6_HEADER_LENGTH + readU16(bytes, offset + 4))
     let protocol = bytes[offset + 6]
     let at = offset + IPV6_HEADER_LENGTH

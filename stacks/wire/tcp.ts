@@ -271,7 +271,7 @@ export class TcpView {
   reset(bytes: Uint8Array, offset = 0, length = bytes.length - offset): boolean {
     this.bytes = bytes
     this.offset = offset
-    if (length < TCP_HEADER_LENGTH || offset < 0 || offset + length > bytes.length) return false
+    if (length < TCP_HEADER_LENGTH || !inBounds(bytes, offset, length)) return false
     const headerLength = (bytes[offset + 12] >>> 4) * 4
     return headerLength >= TCP_HEADER_LENGTH && headerLength <= length
   }

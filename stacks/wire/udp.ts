@@ -101,7 +101,7 @@ export class UdpView {
   reset(bytes: Uint8Array, offset = 0, length = bytes.length - offset): boolean {
     this.bytes = bytes
     this.offset = offset
-    return length >= UDP_HEADER_LENGTH && offset >= 0 && offset + length <= bytes.length
+    return length >= UDP_HEADER_LENGTH && inBounds(bytes, offset, length)
   }
   get srcPort(): number {
     return readU16(this.bytes, this.offset)
