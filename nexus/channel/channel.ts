@@ -45,6 +45,7 @@ import {
   LAYOUT_VERSION,
   MAX_BUFFER_COUNT,
   MAX_BUFFER_SIZE,
+  MAX_CHANNEL_BYTES,
   MAX_RING_CAPACITY,
   RING_COUNT,
   RING_NAMES,
@@ -160,6 +161,9 @@ export function createChannel(options: CreateChannelOptions = {}): SharedArrayBu
   }
   const rxBufferCount = Math.round(bufferCount * share)
   const g = computeGeometry(bufferSize, bufferCount, ringCapacity, rxBufferCount)
+  if (g.totalSize > MAX_CHANNEL_BYTES) {
+    throw new FlowstackError('CHANNEL_BAD_OPTIONS', `a channel of ${g.totalSize} bytes exceeds ${MAX_CHANNEL_BYTES} (offsets are 31-bit header words)`)
+  }
   const sab = new SharedArrayBuffer(g.totalSize)
   const h = new Int32Array(sab, 0, HEADER_BYTES / 4)
   h[H_VERSION] = LAYOUT_VERSION
@@ -203,6 +207,7 @@ export function readLayout(sab: SharedArrayBuffer): ReturnType<typeof computeGeo
   // side (possibly C++) computes them the same way, and anything else means a
   // foreign or damaged buffer.
   const g = computeGeometry(bufferSize, bufferCount, ringCapacity, rxBufferCount)
+  if (g.totalSize > MAX_CHANNEL_BYTES) throw badLayout(`a ${g.totalSize}-byte layout exceeds ${MAX_CHANNEL_BYTES} bytes`)
   for (let r = 0; r < RING_COUNT; r++) {
     if (h[H_RING_OFFSET0 + r] !== g.ringOffsets[r]) throw badLayout(`ring ${RING_NAMES[r]} at ${h[H_RING_OFFSET0 + r]}, expected ${g.ringOffsets[r]}`)
   }

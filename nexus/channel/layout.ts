@@ -40,7 +40,7 @@ export const H_MAGIC = 0
 export const H_VERSION = 1
 /** HEADER_BYTES: where the first ring starts. */
 export const H_HEADER_SIZE = 2
-/** Bytes per pool buffer (2048 by default, 65536 + header room for GSO). */
+/** Bytes per pool buffer, a multiple of 64 (2048 by default; 65600 holds a 64 KiB GSO packet plus its virtio_net_hdr). */
 export const H_BUFFER_SIZE = 3
 /** Number of pool buffers. */
 export const H_BUFFER_COUNT = 4
@@ -157,6 +157,8 @@ export const BUFFER_ALIGN = 64
 export const MAX_BUFFER_SIZE = 1 << 20
 export const MAX_BUFFER_COUNT = 1 << 20
 export const MAX_RING_CAPACITY = 1 << 20
+/** Offsets and sizes are stored in signed 32-bit header words. */
+export const MAX_CHANNEL_BYTES = 0x7fffffff
 
 export function ringBytes(capacity: number): number {
   return RING_CONTROL_BYTES + capacity * DESCRIPTOR_BYTES

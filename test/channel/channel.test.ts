@@ -72,6 +72,7 @@ describe('channel layout', () => {
     expect(() => createChannel({ bufferCount: 0 })).toThrow(code('CHANNEL_BAD_OPTIONS'))
     expect(() => createChannel({ ringCapacity: 1000 })).toThrow(code('CHANNEL_BAD_OPTIONS'))
     expect(() => createChannel({ rxBufferShare: 1.5 })).toThrow(code('CHANNEL_BAD_OPTIONS'))
+    expect(() => createChannel({ bufferSize: 1 << 20, bufferCount: 4096 })).toThrow(code('CHANNEL_BAD_OPTIONS'))
   })
 
   it('rejects damaged headers with CHANNEL_BAD_LAYOUT', () => {
