@@ -117,6 +117,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     options.block_count = GetU32(o, "blockCount", 8);
     options.block_timeout_ms = GetU32(o, "blockTimeoutMs", 1);
     options.fanout_group = GetU32(o, "fanoutGroup", 0);
+    options.drop_on_overflow = GetBool(o, "dropOnOverflow", false);
     if (options.queues == 0 || options.queues > 64) throw Napi::RangeError::New(env, "queues must be 1..64");
     if (options.name.size() >= 16) throw Napi::RangeError::New(env, "interface names are at most 15 bytes");
 
@@ -182,6 +183,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     config.block_size = options_.block_size;
     config.block_count = options_.block_count;
     config.vnet_hdr = result_.vnet_hdr;
+    config.drop_on_overflow = options_.drop_on_overflow;
     config.queue_index = q;
     config.counters = reinterpret_cast<uint64_t*>(counters.Data());
 

@@ -99,7 +99,6 @@ std::string IoQueue::Start() {
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) return std::string("eventfd: ") + std::strerror(errno);
   Set(kOwnedFree, free_.size());
-  Set(kOwnedHeld, free_.size());
   thread_ = std::thread([this] { Run(); });
   started_ = true;
   return "";
@@ -135,6 +134,7 @@ void IoQueue::Stop() {
   PublishTxReturn();
   DrainRxReturn();
   PublishRx();
+  ReadKernelDrops();
   Set(kOwnedFree, free_.size());
   __atomic_store_n(&config_.channel.header[kHClosed + kSideA], 1u, __ATOMIC_SEQ_CST);
 }
@@ -394,18 +394,31 @@ bool IoQueue::ServiceTx() {
   return progressed;
 }
 
+// True when a received packet has somewhere to go: a free buffer and a slot
+// on the rx ring. Otherwise, in wait mode, marks the queue starved: reading
+// stops until side B returns buffers, and the kernel queue holds the rest.
+bool IoQueue::RxRoom() {
+  if (free_.empty()) DrainRxReturn();
+  const RingView& rx = config_.channel.rings[kRingRx];
+  bool room = !free_.empty() && rx_head_ - LoadAcquire(rx.tail) < rx.capacity;
+  if (!room && !config_.drop_on_overflow) {
+    PublishRx();  // whatever we hold is B's to consume before it can return anything
+    if (!rx_starved_) Add(kRxStalls, 1);
+    rx_starved_ = true;
+  }
+  return room;
+}
+
 bool IoQueue::ServiceRx() {
   const ChannelView& ch = config_.channel;
-  RingView& rx = config_.channel.rings[kRingRx];
   bool progressed = false;
   uint32_t flags = config_.vnet_hdr ? kDescVnetHdr : 0;
   for (uint32_t i = 0; i < kBatch; i++) {
-    if (free_.empty()) DrainRxReturn();
-    bool room = rx_head_ - LoadAcquire(rx.tail) < rx.capacity;
+    bool to_pool = RxRoom();
+    if (!to_pool && rx_starved_) break;
     struct iovec parts[2];
     int count = 0;
     uint32_t index = 0;
-    bool to_pool = !free_.empty() && room;
     if (to_pool) {
       index = free_.back();
       parts[count].iov_base = Buffer(index);
@@ -443,47 +456,65 @@ bool IoQueue::ServiceRx() {
 
 bool IoQueue::ServicePacketRing() {
   const ChannelView& ch = config_.channel;
-  RingView& rx = config_.channel.rings[kRingRx];
   bool progressed = false;
   for (uint32_t b = 0; b < config_.block_count; b++) {
     auto* block = reinterpret_cast<struct tpacket_block_desc*>(config_.packet_ring + static_cast<size_t>(block_cursor_) * config_.block_size);
     uint32_t status = __atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
     if (!(status & TP_STATUS_USER)) break;
     uint32_t packets = block->hdr.bh1.num_pkts;
-    auto* frame = reinterpret_cast<struct tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
-    for (uint32_t p = 0; p < packets; p++) {
+    if (block_packet_ == 0) block_offset_ = block->hdr.bh1.offset_to_first_pkt;
+    while (block_packet_ < packets) {
+      auto* frame = reinterpret_cast<struct tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block_offset_);
       uint32_t length = frame->tp_snaplen;
-      const uint8_t* data = reinterpret_cast<const uint8_t*>(frame) + frame->tp_mac;
-      if (free_.empty()) DrainRxReturn();
-      if (length > ch.buffer_size || frame->tp_len > frame->tp_snaplen) {
-        Add(kDropOversize, 1);
-      } else if (free_.empty()) {
-        Add(kDropPoolEmpty, 1);
-      } else if (rx_head_ - LoadAcquire(rx.tail) >= rx.capacity) {
-        Add(kDropRingFull, 1);
+      bool oversize = length > ch.buffer_size || frame->tp_len > frame->tp_snaplen;
+      if (!oversize) {
+        bool room = RxRoom();
+        if (!room && rx_starved_) {
+          // Resume at this frame once side B returns buffers; the block stays ours.
+          PublishRx();
+          return progressed;
+        }
+        if (!room) {
+          Add(free_.empty() ? kDropPoolEmpty : kDropRingFull, 1);
+        } else {
+          uint32_t index = free_.back();
+          free_.pop_back();
+          std::memcpy(Buffer(index), reinterpret_cast<const uint8_t*>(frame) + frame->tp_mac, length);
+          ProduceRx(index, length, 0);
+          Add(kRxPackets, 1);
+          Add(kRxBytes, length);
+        }
       } else {
-        uint32_t index = free_.back();
-        free_.pop_back();
-        std::memcpy(Buffer(index), data, length);
-        ProduceRx(index, length, 0);
-        Add(kRxPackets, 1);
-        Add(kRxBytes, length);
+        Add(kDropOversize, 1);
       }
-      frame = reinterpret_cast<struct tpacket3_hdr*>(reinterpret_cast<uint8_t*>(frame) + frame->tp_next_offset);
+      progressed = true;
+      block_offset_ += frame->tp_next_offset;
+      block_packet_++;
     }
     // Hand the block back to the kernel only after every frame was copied.
     __atomic_store_n(&block->hdr.bh1.block_status, static_cast<uint32_t>(TP_STATUS_KERNEL), __ATOMIC_RELEASE);
     block_cursor_ = (block_cursor_ + 1) % config_.block_count;
+    block_packet_ = 0;
     PublishRx();  // one batch per block
     progressed = true;
   }
   return progressed;
 }
 
+void IoQueue::ReadKernelDrops() {
+  if (config_.kind != DeviceKind::kAfPacket) return;
+  // PACKET_STATISTICS resets on read, so the counter accumulates.
+  struct tpacket_stats_v3 stats;
+  socklen_t len = sizeof(stats);
+  Add(kSyscalls, 1);
+  if (getsockopt(config_.fd, SOL_PACKET, PACKET_STATISTICS, &stats, &len) == 0 && stats.tp_drops > 0) Add(kKernelDrops, stats.tp_drops);
+}
+
 void IoQueue::Sleep() {
+  ReadKernelDrops();
   RingView& tx = config_.channel.rings[kRingTx];
   RingView& rx_return = config_.channel.rings[kRingRxReturn];
-  bool want_returns = free_.empty();
+  bool want_returns = free_.empty() || rx_starved_;
   // Announce, then re-check: a producer that published before seeing our
   // announcement is caught by the re-check; one that publishes after it sees
   // waiters = 1 and kicks the eventfd (through the channel's notifier hook).
@@ -491,7 +522,7 @@ void IoQueue::Sleep() {
   if (want_returns) StoreSeqCst(rx_return.waiters, 1);
   bool ready = __atomic_load_n(tx.head, __ATOMIC_SEQ_CST) != LoadRelaxed(tx.tail) ||
                (want_returns && __atomic_load_n(rx_return.head, __ATOMIC_SEQ_CST) != LoadRelaxed(rx_return.tail));
-  if (config_.kind == DeviceKind::kAfPacket) {
+  if (config_.kind == DeviceKind::kAfPacket && !rx_starved_) {
     auto* block = reinterpret_cast<struct tpacket_block_desc*>(config_.packet_ring + static_cast<size_t>(block_cursor_) * config_.block_size);
     if (__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) ready = true;
   }
@@ -500,10 +531,13 @@ void IoQueue::Sleep() {
     fds[0].fd = event_fd_;
     fds[0].events = POLLIN;
     fds[1].fd = config_.fd;
-    fds[1].events = static_cast<short>(POLLIN | (tx_blocked_ ? POLLOUT : 0));
+    // A starved queue leaves the device alone (the kernel queues for us) and
+    // waits for returned buffers; the 1 ms timeout covers a side B that
+    // consumed the ring but holds the buffers without returning them.
+    fds[1].events = static_cast<short>((rx_starved_ ? 0 : POLLIN) | (tx_blocked_ ? POLLOUT : 0));
     fds[0].revents = fds[1].revents = 0;
     Add(kSyscalls, 1);
-    int rc = poll(fds, device_gone_ ? 1 : 2, -1);
+    int rc = poll(fds, device_gone_ ? 1 : 2, rx_starved_ ? 1 : -1);
     if (rc > 0 && (fds[0].revents & POLLIN)) {
       uint64_t value;
       Add(kSyscalls, 1);
@@ -524,8 +558,12 @@ void IoQueue::Sleep() {
 void IoQueue::Run() {
   while (!stop_.load(std::memory_order_acquire)) {
     bool work = DrainRxReturn();
+    if (rx_starved_ && !free_.empty() && rx_head_ - LoadAcquire(config_.channel.rings[kRingRx].tail) < config_.channel.rings[kRingRx].capacity) {
+      rx_starved_ = false;
+      work = true;
+    }
     if (ServiceTx()) work = true;
-    if (config_.kind == DeviceKind::kAfPacket ? ServicePacketRing() : (!device_gone_ && ServiceRx())) work = true;
+    if (!rx_starved_ && (config_.kind == DeviceKind::kAfPacket ? ServicePacketRing() : (!device_gone_ && ServiceRx()))) work = true;
     Set(kOwnedFree, free_.size());
     if (!work) Sleep();
   }

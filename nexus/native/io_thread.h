@@ -16,6 +16,7 @@ class IoQueue {
     uint32_t block_size;
     uint32_t block_count;
     bool vnet_hdr;
+    bool drop_on_overflow;
     uint32_t queue_index;
     ChannelView channel;
     uint64_t* counters;  // kCounterSlots u64 in shared memory
@@ -39,6 +40,7 @@ class IoQueue {
 
  private:
   void Run();
+  bool RxRoom();
   bool ServiceRx();
   bool ServiceTx();
   bool ServicePacketRing();
@@ -46,6 +48,7 @@ class IoQueue {
   void PublishRx();
   void PublishTxReturn();
   void Sleep();
+  void ReadKernelDrops();
   bool TxPending() const;
   void RecordCorrupt(uint32_t reason, uint32_t detail);
   void Add(Counter c, uint64_t n) {
@@ -80,6 +83,11 @@ class IoQueue {
   bool tx_blocked_ = false;
   bool device_gone_ = false;  // the device refused a write with EAGAIN: wait for POLLOUT
   uint32_t block_cursor_ = 0;
+  // Position inside the current TPACKET_V3 block when reading paused mid-block.
+  uint32_t block_packet_ = 0;
+  uint32_t block_offset_ = 0;
+  // Reading paused for want of buffers or ring slots (drop_on_overflow off).
+  bool rx_starved_ = false;
   std::vector<uint8_t> scratch_;
 };
 

@@ -75,7 +75,8 @@ enum Counter : int {
   kTxErrors,
   kCorrupt,
   kOwnedFree,  // gauge: buffers side A owns and has free
-  kOwnedHeld,  // gauge: buffers side A holds (rx buffers not yet handed over, tx not yet returned)
+  kRxStalls,     // times reading paused because no buffer or ring slot was free (rx_overflow wait)
+  kKernelDrops,  // AF_PACKET: frames the kernel dropped for want of ring space (PACKET_STATISTICS)
   kCounterSlots = 16,
 };
 
@@ -128,6 +129,10 @@ struct OpenOptions {
   uint32_t block_count = 8;
   uint32_t block_timeout_ms = 1;
   uint32_t fanout_group = 0;
+  // When no pool buffer or rx ring slot is free: false = stop reading and let
+  // the kernel's own queue absorb (and, when that is full, drop and count) the
+  // packets; true = keep reading and drop them here (drops.poolEmpty/ringFull).
+  bool drop_on_overflow = false;
 };
 
 struct OpenResult {

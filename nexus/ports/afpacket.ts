@@ -32,6 +32,12 @@ export interface AfPacketOptions {
   mtu?: number
   /** Bring the interface up (default true). */
   up?: boolean
+  /**
+   * When side B has not returned buffers: false (default) stops taking frames
+   * out of the TPACKET ring (the kernel drops when the ring is full and counts
+   * it); true drops here, counted as drops.poolEmpty/ringFull.
+   */
+  dropOnOverflow?: boolean
   channel?: CreateChannelOptions
 }
 
@@ -70,6 +76,7 @@ export async function openAfPacket(options: AfPacketOptions): Promise<NexusPort 
       // Fanout groups are per network namespace; a random id keeps two ports
       // on the same interface from joining each other's group by accident.
       fanoutGroup: queues > 1 ? randomInt(1, 0xffff) : 0,
+      dropOnOverflow: options.dropOnOverflow === true,
     },
     'afpacket',
     'ethernet',

@@ -34,6 +34,8 @@ export const C_WAKEUPS = 9
 export const C_TX_ERRORS = 10
 export const C_CORRUPT = 11
 export const C_OWNED_FREE = 12
+export const C_RX_STALLS = 13
+export const C_KERNEL_DROPS = 14
 
 interface NativeDeviceInfo {
   name: string
@@ -63,6 +65,7 @@ export interface NativeOpenOptions {
   blockCount?: number
   blockTimeoutMs?: number
   fanoutGroup?: number
+  dropOnOverflow?: boolean
 }
 
 export interface NativeDevice {
@@ -280,17 +283,21 @@ export class NativePort implements NexusPort {
   }
 
   /** Transmit errors the kernel reported (EINVAL, EIO ...) and corrupt descriptors, per port. */
-  errorCounters(): { txErrors: number; corrupt: number; wakeups: number } {
+  /**
+   * Beyond the NexusPort counters: transmit errors the kernel reported
+   * (EINVAL, EIO ...), corrupt descriptors side B produced, I/O thread
+   * wake-ups, and rx stalls (reading paused because side B had not returned
+   * buffers; the kernel's queue held the packets meanwhile), and on AF_PACKET
+   * the frames the kernel dropped for want of ring space (PACKET_STATISTICS).
+   */
+  errorCounters(): { txErrors: number; corrupt: number; wakeups: number; rxStalls: number; kernelDrops: number } {
     this.assertOpen()
-    let txErrors = 0
-    let corrupt = 0
-    let wakeups = 0
-    for (let q = 0; q < this.queues.length; q++) {
-      txErrors += Number(this.counterWords[q * COUNTER_SLOTS + C_TX_ERRORS])
-      corrupt += Number(this.counterWords[q * COUNTER_SLOTS + C_CORRUPT])
-      wakeups += Number(this.counterWords[q * COUNTER_SLOTS + C_WAKEUPS])
+    const sum = (slot: number): number => {
+      let total = 0
+      for (let q = 0; q < this.queues.length; q++) total += Number(this.counterWords[q * COUNTER_SLOTS + slot])
+      return total
     }
-    return { txErrors, corrupt, wakeups }
+    return { txErrors: sum(C_TX_ERRORS), corrupt: sum(C_CORRUPT), wakeups: sum(C_WAKEUPS), rxStalls: sum(C_RX_STALLS), kernelDrops: sum(C_KERNEL_DROPS) }
   }
 
   /**

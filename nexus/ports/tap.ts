@@ -25,6 +25,7 @@ export async function openTap(options: TapOptions = {}): Promise<NexusPort & Nat
       mtu: options.mtu,
       txQueueLen: options.txQueueLen,
       up: options.up ?? true,
+      dropOnOverflow: options.dropOnOverflow === true,
     },
     'tap',
     'ethernet',

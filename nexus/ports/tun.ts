@@ -27,6 +27,12 @@ export interface KernelDeviceOptions {
   vnetHdr?: boolean
   /** Number of queues (IFF_MULTI_QUEUE when > 1). Default 1. */
   queues?: number
+  /**
+   * When side B has not returned buffers: false (default) pauses reading so
+   * the kernel's queue (txQueueLen) absorbs the burst and drops beyond it;
+   * true keeps reading and drops here, counted as drops.poolEmpty/ringFull.
+   */
+  dropOnOverflow?: boolean
   /** Channel geometry per queue (defaults: 2048 x 2 KiB buffers, or 256 x 64 KiB with vnetHdr). */
   channel?: CreateChannelOptions
 }
@@ -63,6 +69,7 @@ export async function openTun(options: KernelDeviceOptions = {}): Promise<NexusP
       mtu: options.mtu,
       txQueueLen: options.txQueueLen,
       up: options.up ?? true,
+      dropOnOverflow: options.dropOnOverflow === true,
     },
     'tun',
     'ip',

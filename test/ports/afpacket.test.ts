@@ -135,6 +135,7 @@ describe('afpacket port', () => {
           q.flush()
         })
       }
+      if (sources.size !== flows) console.log('fanout lost', flows - sources.size, JSON.stringify(port.errorCounters()), JSON.stringify(port.counters()))
       expect(sources.size).toBe(flows)
       expect(perQueue[0] + perQueue[1]).toBe(flows)
       expect(perQueue[0]).toBeGreaterThan(0)
