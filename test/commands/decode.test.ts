@@ -7,9 +7,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import fc from 'fast-check'
 import { afterAll, describe, expect, it } from 'vitest'
 import { FileCaptureSink, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, readAllPackets } from '../../nexus/middleware/pcap.js'
-import { decodeCommand, type DecodedFrame, type DecodedLayer } from '../../runtime/commands/decode.js'
+import { decodeCommand, decodeFrame, type DecodedFrame, type DecodedLayer } from '../../runtime/commands/decode.js'
 import { emitIpv4, emitTcp, tcpBufferLength } from '../../stacks/wire/index.js'
 
 const FIXTURES = new URL('../fixtures/captures/', import.meta.url).pathname
@@ -361,6 +362,37 @@ describe('flowstack decode on damaged input', () => {
     ])
     expect(decoded[0].layers[1].reason).toMatch(/^ipv4: bad-length/)
     expect(decoded[1].layers[0].reason).toMatch(/^ethernet: truncated/)
+  })
+
+  it('never throws on any truncation or corruption of real packets, nor on random bytes (property)', () => {
+    const packets = readAllPackets(readFileSync(join(FIXTURES, 'traffic.pcapng'))).map((p) => p.data)
+    const frame = (bytes: Uint8Array, linkType: number, originalLength = bytes.length) =>
+      decodeFrame({ index: 1, linkType, bytes, dataOffset: 0, capturedLength: bytes.length, originalLength })
+    fc.assert(
+      fc.property(
+        fc.nat(packets.length - 1),
+        fc.nat(),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
+        fc.boolean(),
+        (which, cut, flips, cutAsSnaplen) => {
+          const original = packets[which]
+          const bytes = Uint8Array.from(original.subarray(0, cut % (original.length + 1)))
+          for (const [at, value] of flips) if (bytes.length > 0) bytes[at % bytes.length] = value
+          const decoded = frame(bytes, LINKTYPE_ETHERNET, cutAsSnaplen ? original.length : bytes.length)
+          // Errors only ever come last, after the good layers.
+          const errorAt = decoded.layers.findIndex((l) => l.layer === 'error')
+          expect(errorAt === -1 || errorAt === decoded.layers.length - 1).toBe(true)
+          JSON.stringify(decoded)
+        },
+      ),
+      { numRuns: 3000 },
+    )
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), fc.constantFrom(LINKTYPE_ETHERNET, LINKTYPE_RAW, 228, 229, 113), (bytes, linkType) => {
+        JSON.stringify(frame(bytes, linkType))
+      }),
+      { numRuns: 2000 },
+    )
   })
 
   it('a truncated file prints the whole packets, then fails with exit code 1 and the byte offset', async () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import type { ChannelEnd } from '../../nexus/channel/index.js'
-import { FileCaptureSink, LINKTYPE_ETHERNET, MemoryCaptureSink, PcapWriter, readAllPackets } from '../../nexus/middleware/pcap.js'
+import { FileCaptureSink, LINKTYPE_ETHERNET, LINKTYPE_RAW, MemoryCaptureSink, PcapngWriter, PcapWriter, readAllPackets } from '../../nexus/middleware/pcap.js'
 import { pcapTap } from '../../nexus/middleware/pcap-tap.js'
 import { createMemoryWire } from '../../nexus/ports/memory.js'
 import { openPcapPort } from '../../nexus/ports/pcap.js'
@@ -115,6 +115,22 @@ describe('pcap port', () => {
     const report = await port.replayDone
     expect(report.replayed).toBeGreaterThan(0)
     expect(report.error).toMatchObject({ code: 'PCAP_MALFORMED' })
+    await port.close()
+    expectPoolWhole(port.poolReport())
+  })
+
+  it('skips packets of another link type than the port', async () => {
+    const file = join(work, 'mixed.pcapng')
+    const w = new PcapngWriter(new FileCaptureSink(file))
+    const eth = w.addInterface({ linkType: LINKTYPE_ETHERNET, name: 'eth' })
+    const raw = w.addInterface({ linkType: LINKTYPE_RAW, name: 'tun' })
+    for (let i = 0; i < 6; i++) w.writePacket(i % 2 === 0 ? eth : raw, arpRequest(i), 1, i)
+    await w.close()
+    const port = openPcapPort({ replay: file, linkType: 'ip' })
+    expect(port.info.linkType).toBe('ip')
+    const got = await receiveAll(port.queues[0], 3)
+    expect(got.map((g) => g[41])).toEqual([1, 3, 5])
+    expect(await port.replayDone).toMatchObject({ replayed: 3, skippedLinkType: 3 })
     await port.close()
     expectPoolWhole(port.poolReport())
   })
