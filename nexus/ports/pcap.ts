@@ -128,6 +128,8 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
   }
   const report: PcapReplayReport = { replayed: 0, skippedLinkType: 0, oversize: 0, ringFull: 0 }
   let stopping = false
+  /** Cuts a capture-paced wait short on close (a capture may have hours between packets). */
+  const stopWaiting = new AbortController()
   let closed = false
   let closing: Promise<void> | undefined
   let finalPool: { device: PoolAccounting; user: PoolAccounting } | undefined
@@ -159,7 +161,7 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
           if (wait > 1) {
             device.flush()
             inBatch = 0
-            await sleep(wait)
+            await sleep(wait, undefined, { signal: stopWaiting.signal }).catch(() => undefined)
             if (stopping) break
           }
         }
@@ -243,6 +245,7 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
     close(): Promise<void> {
       closing ??= (async () => {
         stopping = true
+        stopWaiting.abort()
         device.wake()
         await Promise.allSettled([replayDone, recording])
         // Whatever the user sent before closing is recorded; what it never read goes back.

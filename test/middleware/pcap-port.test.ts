@@ -93,6 +93,19 @@ describe('pcap port', () => {
     await port.close()
   })
 
+  it('closes at once while waiting out a long gap in the capture', async () => {
+    const file = join(work, 'gap.pcap')
+    const w = new PcapWriter(new FileCaptureSink(file), { linkType: LINKTYPE_ETHERNET })
+    w.writePacket(arpRequest(1), 1_700_000_000, 0)
+    w.writePacket(arpRequest(2), 1_700_003_600, 0) // an hour later
+    await w.close()
+    const port = openPcapPort({ replay: file, pace: 'capture' })
+    expect((await receiveAll(port.queues[0], 1)).length).toBe(1)
+    await port.close() // would hang for an hour if the wait were not cut short
+    expect((await port.replayDone).replayed).toBe(1)
+    expectPoolWhole(port.poolReport())
+  })
+
   it('records what the user sends to a pcapng that tshark reads cleanly', async () => {
     const file = join(work, 'recorded.pcapng')
     const port = openPcapPort({ record: file, name: 'rec0' })
