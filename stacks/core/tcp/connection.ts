@@ -118,6 +118,8 @@ export class TcpConnection {
   error: TcpErrorCode | null = null
   /** The deadline of this connection's live entry in the layer's timer heap. */
   scheduledAt = NONE
+  /** Owned by the TcpOutput (e.g. the transport's header template). */
+  outputState: unknown = null
 
   // Send sequence space (RFC 9293 §3.3.1). sndMax is the highest sequence
   // sent so far: after a timeout sndNxt goes back to sndUna (go-back-N) while
@@ -691,7 +693,7 @@ export class TcpConnection {
       payload = this.payload
     }
     this.host.counters.outSegs++
-    const ok = this.host.output.sendSegment(this.local, this.remote, seg, payload)
+    const ok = this.host.output.sendSegment(this.local, this.remote, seg, payload, this)
     if (!ok) this.host.counters.outputFailures++
     return ok
   }
@@ -1432,7 +1434,7 @@ export class TcpConnection {
     o.timestamp = undefined
     this.host.counters.outSegs++
     this.host.counters.outRsts++
-    this.host.output.sendSegment(this.local, this.remote, s, null)
+    this.host.output.sendSegment(this.local, this.remote, s, null, this)
     void now
   }
 

@@ -2,10 +2,38 @@
 // contracts.ts) that parses segments with the wire layer and a TcpOutput that
 // emits them through IpOutput.sendIp.
 import type { IcmpErrorInfo, IpOutput, IpPacketInfo, QuotedPacket, TransportProtocol } from '../contracts.js'
+import { checksumAccumulate, checksumFold, pseudoHeaderSumIpv4, pseudoHeaderSumIpv6 } from '../../wire/checksum.js'
 import { WireError } from '../../wire/error.js'
 import { emitTcp, parseTcp, tcpHeaderLength, type TcpEmitRepr } from '../../wire/tcp.js'
 import { TcpLayer } from './layer.js'
-import type { IpAddress, TcpConfig, TcpErrorCode, TcpOutput, TcpPayload, TcpSegment } from './types.js'
+import type { IpAddress, SegmentOwner, TcpConfig, TcpErrorCode, TcpOutput, TcpPayload, TcpSegment } from './types.js'
+
+const DEFAULT_HOP_LIMIT = 64
+
+/**
+ * A connection's prebuilt link + IP header (DESIGN.md §2 "Header
+ * templates"). Per segment only the IP lengths, the IPv4 id and the
+ * checksums change: the IPv4 header checksum is the constant part's sum plus
+ * the two changing words, the TCP checksum starts from the pseudo-header sum
+ * of the fixed addresses. Valid while the IP layer's path generation is
+ * unchanged (next-hop MAC, route, PMTU).
+ */
+export class HeaderTemplate {
+  generation = -1
+  /** False while the next hop is unresolved or the path is not templatable: use sendIp. */
+  usable = false
+  mtu = 0
+  linkLength = 0
+  ipLength = 20
+  version: 4 | 6 = 4
+  /** Link header + IP header with zeroed lengths, id and checksum. */
+  readonly prefix = new Uint8Array(14 + 40)
+  prefixLength = 0
+  /** Partial sum of the constant IPv4 header words. */
+  ipv4ConstantSum = 0
+  /** Partial sum of the pseudo-header without the length. */
+  pseudoSum = 0
+}
 
 export const IP_PROTOCOL_TCP = 6
 
@@ -46,6 +74,39 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
   // The segment being written by fill(); set by sendSegment just before sendIp.
   private pendingPayload: TcpPayload | null = null
   private pendingPseudo: Pseudo4 | Pseudo6 = this.pseudo4
+  private pendingTemplate: HeaderTemplate | null = null
+  private pendingTcpLength = 0
+  /** Counts segments that left through a header template vs. through sendIp. */
+  readonly templateCounters = { template: 0, sendIp: 0, rebuilt: 0 }
+  private readonly frameFill = (bytes: Uint8Array): number => {
+    const t = this.pendingTemplate!
+    const tcpLength = this.pendingTcpLength
+    bytes.set(t.prefix.subarray(0, t.prefixLength), 0)
+    const ipAt = t.linkLength
+    if (t.version === 4) {
+      const total = 20 + tcpLength
+      const id = this.ip.nextIpv4Id()
+      bytes[ipAt + 2] = total >>> 8
+      bytes[ipAt + 3] = total & 0xff
+      bytes[ipAt + 4] = id >>> 8
+      bytes[ipAt + 5] = id & 0xff
+      const c = checksumFold(t.ipv4ConstantSum + total + id)
+      bytes[ipAt + 10] = c >>> 8
+      bytes[ipAt + 11] = c & 0xff
+    } else {
+      bytes[ipAt + 4] = tcpLength >>> 8
+      bytes[ipAt + 5] = tcpLength & 0xff
+    }
+    const tcpAt = ipAt + t.ipLength
+    const repr = this.emitRepr
+    const headerLength = tcpHeaderLength(repr)
+    if (this.pendingPayload !== null) this.pendingPayload.copyTo(bytes, tcpAt + headerLength)
+    emitTcp(repr, bytes, tcpAt, null)
+    const c = checksumFold(checksumAccumulate(bytes, tcpAt, tcpLength, t.pseudoSum + tcpLength))
+    bytes[tcpAt + 16] = c >>> 8
+    bytes[tcpAt + 17] = c & 0xff
+    return tcpAt + tcpLength
+  }
   private readonly fill = (bytes: Uint8Array, offset: number): void => {
     const repr = this.emitRepr
     const headerLength = tcpHeaderLength(repr)
@@ -132,7 +193,7 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
   }
 
   // TcpOutput
-  sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null): boolean {
+  sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null, owner?: SegmentOwner | null): boolean {
     const repr = this.emitRepr
     repr.srcPort = segment.srcPort
     repr.dstPort = segment.dstPort
@@ -144,8 +205,27 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
     repr.options = segment.options
     repr.payloadLength = payload === null ? 0 : payload.length
     this.pendingPayload = payload
-    this.pendingPseudo = this.setPseudo(local, remote)
     const length = tcpHeaderLength(repr) + repr.payloadLength
+    if (owner) {
+      let t = owner.outputState as HeaderTemplate | null
+      const generation = this.ip.pathGeneration()
+      if (!(t instanceof HeaderTemplate)) {
+        t = new HeaderTemplate()
+        owner.outputState = t
+      }
+      if (t.generation !== generation) this.buildTemplate(t, local, remote, generation)
+      if (t.usable && t.ipLength + length <= t.mtu) {
+        this.pendingTemplate = t
+        this.pendingTcpLength = length
+        const sent = this.ip.transmitFrame(this.frameFill)
+        this.pendingTemplate = null
+        this.pendingPayload = null
+        this.templateCounters.template++
+        return sent
+      }
+    }
+    this.templateCounters.sendIp++
+    this.pendingPseudo = this.setPseudo(local, remote)
     // TCP sets DF: RFC 1191 path MTU discovery.
     const result = this.ip.sendIp(local, remote, IP_PROTOCOL_TCP, length, this.fill, { dontFragment: true })
     this.pendingPayload = null
@@ -154,5 +234,47 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
 
   pathMtu(local: IpAddress, remote: IpAddress): number {
     return this.ip.pathMtu(local, remote)
+  }
+
+  /** (Re)builds a template from the IP layer's resolved path; unusable while resolution is pending. */
+  private buildTemplate(t: HeaderTemplate, local: IpAddress, remote: IpAddress, generation: number): void {
+    this.templateCounters.rebuilt++
+    t.generation = generation
+    t.usable = false
+    // Traffic to one of our own addresses is looped back inside sendIp only.
+    if (local.version !== remote.version || this.ip.isLocalAddress(remote)) return
+    const path = this.ip.resolvePath(local, remote)
+    if (path === 'pending' || path === 'unreachable') return
+    const p = t.prefix
+    p.fill(0)
+    t.version = local.version
+    t.mtu = path.mtu
+    t.linkLength = path.linkHeader === null ? 0 : path.linkHeader.length
+    if (path.linkHeader !== null) p.set(path.linkHeader, 0)
+    const ipAt = t.linkLength
+    if (local.version === 4 && remote.version === 4) {
+      t.ipLength = 20
+      p[ipAt] = 0x45
+      // Flags: DF (RFC 1191 path MTU discovery); TTL; protocol.
+      p[ipAt + 6] = 0x40
+      p[ipAt + 8] = DEFAULT_HOP_LIMIT
+      p[ipAt + 9] = IP_PROTOCOL_TCP
+      for (let i = 0; i < 4; i++) {
+        p[ipAt + 12 + i] = (local.v4 >>> (24 - 8 * i)) & 0xff
+        p[ipAt + 16 + i] = (remote.v4 >>> (24 - 8 * i)) & 0xff
+      }
+      t.ipv4ConstantSum = checksumAccumulate(p, ipAt, 20)
+      t.pseudoSum = pseudoHeaderSumIpv4(local.v4, remote.v4, IP_PROTOCOL_TCP, 0)
+    } else if (local.version === 6 && remote.version === 6) {
+      t.ipLength = 40
+      p[ipAt] = 0x60
+      p[ipAt + 6] = IP_PROTOCOL_TCP
+      p[ipAt + 7] = DEFAULT_HOP_LIMIT
+      p.set(local.v6, ipAt + 8)
+      p.set(remote.v6, ipAt + 24)
+      t.pseudoSum = pseudoHeaderSumIpv6(local.v6, remote.v6, IP_PROTOCOL_TCP, 0)
+    }
+    t.prefixLength = ipAt + t.ipLength
+    t.usable = true
   }
 }

@@ -37,6 +37,11 @@ export interface TcpSegment {
   options: TcpOptions
 }
 
+/** Per-connection state an output may keep (see TcpOutput.sendSegment). */
+export interface SegmentOwner {
+  outputState: unknown
+}
+
 /** Payload of an outgoing segment: copied by the output, straight from the send ring. */
 export interface TcpPayload {
   readonly length: number
@@ -49,8 +54,13 @@ export interface TcpPayload {
  * `payload` are reused objects valid only during the call.
  */
 export interface TcpOutput {
-  /** Returns false when the segment could not leave (no route, no buffer): it counts as lost. */
-  sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null): boolean
+  /**
+   * Returns false when the segment could not leave (no route, no buffer): it
+   * counts as lost. `owner` is the connection sending (null for resets the
+   * layer sends on behalf of no connection): an output may cache per
+   * connection state in `owner.outputState` (header templates).
+   */
+  sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null, owner?: SegmentOwner | null): boolean
   /** Path MTU (IP packet size) towards remote. */
   pathMtu(local: IpAddress, remote: IpAddress): number
 }
