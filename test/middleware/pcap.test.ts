@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
@@ -19,6 +19,7 @@ import {
   PcapngWriter,
   PcapWriter,
   readAllPackets,
+  StreamCaptureSink,
   type ByteOrder,
   type PacketDirection,
 } from '../../nexus/middleware/pcap.js'
@@ -166,6 +167,36 @@ describe('pcapng', () => {
       const times = (f: string): string => tool('tshark', ['-r', f, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'frame.len', '-e', 'frame.cap_len'])
       expect(times(file)).toBe(times(original))
     }
+  })
+})
+
+describe('sinks', () => {
+  it('streams to a Node Writable and to a caller-owned file descriptor', async () => {
+    const viaStream = join(work, 'stream.pcapng')
+    const streamWriter = new PcapngWriter(new StreamCaptureSink(createWriteStream(viaStream)))
+    const viaFd = join(work, 'fd.pcap')
+    const fd = openSync(viaFd, 'w')
+    const fdWriter = new PcapWriter(new FileCaptureSink(fd), { linkType: LINKTYPE_ETHERNET })
+    const iface = streamWriter.addInterface({ linkType: LINKTYPE_ETHERNET })
+    // Enough data to pass through the 64 KiB staging buffer several times, plus one packet larger than it.
+    const big = new Uint8Array(100_000).fill(7)
+    for (let i = 0; i < 3000; i++) {
+      streamWriter.writePacket(iface, arpFrame(i), 1, i)
+      fdWriter.writePacket(arpFrame(i), 1, i * 1000)
+    }
+    streamWriter.writePacket(iface, big, 2, 0)
+    fdWriter.writePacket(big, 2, 0)
+    await streamWriter.close()
+    await fdWriter.close()
+    closeSync(fd) // the writer does not close a descriptor it was given
+    for (const file of [viaStream, viaFd]) {
+      const packets = readAllPackets(readFileSync(file))
+      expect(packets).toHaveLength(3001)
+      expect(packets[2999].data).toEqual(arpFrame(2999))
+      expect(packets[3000].data).toEqual(big)
+      expect(capinfosCount(file)).toBe(3001)
+    }
+    expect(() => fdWriter.writePacket(arpFrame(1), 1, 0)).toThrow(expect.objectContaining({ code: 'PCAP_CLOSED' }))
   })
 })
 
