@@ -47,6 +47,8 @@ export class Decision {
   reason: Reason = Reason.Default
   /** True when a later fragment is being held; its decision arrives through onFragmentRelease. */
   held = false
+  /** For a later fragment: the token of the first fragment whose decision it took; otherwise -1. */
+  fragmentOf = -1
 }
 
 export interface ClassifierPort {
@@ -108,6 +110,7 @@ export class Classifier {
   private readonly datagramReason: Uint8Array
   private readonly datagramExpires: Float64Array
   private readonly datagramKeys: Uint32Array
+  private readonly datagramToken: Float64Array
   private datagramNext = 0
   private readonly holdKeys: Uint32Array
   private readonly holdToken: Float64Array
@@ -130,6 +133,13 @@ export class Classifier {
   private readonly releaseDecision = new Decision()
   private readonly info = new PacketInfo()
   private readonly scratch = new Uint32Array(KEY_WORDS)
+  /** After classifyPacket on a fragment: its datagram key (key words without ports, plus the fragment id). */
+  readonly lastDatagram = new Uint32Array(DATAGRAM_WORDS)
+
+  /** What the last classifyPacket parsed (flow key, fragment kind); valid until the next call. */
+  get lastPacket(): PacketInfo {
+    return this.info
+  }
 
   constructor(options: ClassifierOptions) {
     this.ports = options.ports
@@ -161,6 +171,7 @@ export class Classifier {
     this.datagramReason = new Uint8Array(datagramCapacity)
     this.datagramExpires = new Float64Array(datagramCapacity)
     this.datagramKeys = new Uint32Array(datagramCapacity * DATAGRAM_WORDS)
+    this.datagramToken = new Float64Array(datagramCapacity)
     this.holdKeys = new Uint32Array(hold * DATAGRAM_WORDS)
     this.holdToken = new Float64Array(hold)
     this.holdSince = new Float64Array(hold)
@@ -310,6 +321,7 @@ export class Classifier {
   classifyKey(key: Uint32Array, direction: Direction, bytes = 0): Decision {
     const decision = this.decision
     decision.held = false
+    decision.fragmentOf = -1
     const record = this.flows.get(key, 0)
     if (record >= 0) {
       decision.owner = this.flowOwner[record]
@@ -378,6 +390,7 @@ export class Classifier {
     decision.rule = -1
     decision.reason = reason
     decision.held = false
+    decision.fragmentOf = -1
     return decision
   }
 
@@ -396,8 +409,8 @@ export class Classifier {
     const datagram = this.datagramKey(info)
     if (info.fragment === FragmentKind.First) {
       const decision = this.classifyKey(info.key, direction, len)
-      this.rememberDatagram(datagram, decision)
-      if (this.heldCount > 0) this.releaseHeld(datagram, decision)
+      this.rememberDatagram(datagram, decision, token)
+      if (this.heldCount > 0) this.releaseHeld(datagram, decision, token)
       return decision
     }
     // A later fragment: RFC 791 / RFC 8200 put the transport header only in
@@ -409,6 +422,7 @@ export class Classifier {
       decision.rule = this.datagramRule[entry]
       decision.reason = this.datagramReason[entry]
       decision.held = false
+      decision.fragmentOf = this.datagramToken[entry]
       return this.count(decision)
     }
     for (let slot = 0; slot < this.holdUsed.length; slot++) {
@@ -420,6 +434,7 @@ export class Classifier {
       this.holdPort[slot] = portIndex
       this.heldCount++
       decision.held = true
+      decision.fragmentOf = -1
       decision.owner = OWNER_DROP
       decision.rule = -1
       decision.reason = Reason.Default
@@ -429,13 +444,13 @@ export class Classifier {
   }
 
   private datagramKey(info: PacketInfo): Uint32Array {
-    const d = this.scratch
+    const d = this.lastDatagram
     for (let i = 0; i < W_PORTS; i++) d[i] = info.key[i]
     d[W_PORTS] = info.fragmentId >>> 0
     return d
   }
 
-  private rememberDatagram(datagram: Uint32Array, decision: Decision): void {
+  private rememberDatagram(datagram: Uint32Array, decision: Decision, token: number): void {
     let entry = this.datagrams.get(datagram, 0)
     if (entry < 0) {
       // Round-robin over a fixed pool: the oldest datagram record is reused.
@@ -449,9 +464,10 @@ export class Classifier {
     this.datagramRule[entry] = decision.rule
     this.datagramReason[entry] = decision.reason
     this.datagramExpires[entry] = this.now() + this.holdMs
+    this.datagramToken[entry] = token
   }
 
-  private releaseHeld(datagram: Uint32Array, decision: Decision): void {
+  private releaseHeld(datagram: Uint32Array, decision: Decision, firstToken: number): void {
     const release = this.releaseDecision
     for (let slot = 0; slot < this.holdUsed.length; slot++) {
       if (this.holdUsed[slot] === 0) continue
@@ -465,6 +481,7 @@ export class Classifier {
       release.rule = decision.rule
       release.reason = decision.reason
       release.held = false
+      release.fragmentOf = firstToken
       this.count(release)
       this.onFragmentRelease?.(this.holdToken[slot], release)
     }
