@@ -175,7 +175,7 @@ function createNs(tag: string): string {
 }
 
 export default async function runBench(opts: BenchOptions): Promise<BenchResult[]> {
-  const seconds = opts.quick ? 0.2 : 1
+  const seconds = opts.quick ? 0.2 : 0.5
   const results: BenchResult[] = []
   const dir = mkdtempSync(join(tmpdir(), 'flowstack-nbench-'))
   const loop = join(dir, 'nexus_loop')
@@ -274,7 +274,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
 
     // ---- TCP through a JS relay between two vnet_hdr TUNs, next to kernel TCP over veth.
     {
-      const tcpSeconds = opts.quick ? 1 : 3
+      const tcpSeconds = opts.quick ? 1 : 2
       const nsA = createNs('tcp-a')
       const nsB = createNs('tcp-b')
       namespaces.push(nsA, nsB)

@@ -124,7 +124,8 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     OpenResult result;
     OsError error;
     if (!OpenDevice(options, &result, &error)) throw OsErrorToJs(env, error);
-    Napi::Object object = constructor->New({});
+    // The class is per environment (main thread and each worker load the addon).
+    Napi::Object object = env.GetInstanceData<Napi::FunctionReference>()->New({});
     NativeDevice* device = Unwrap(object);
     device->options_ = options;
     device->result_ = std::move(result);
@@ -134,7 +135,6 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     return object;
   }
 
-  static Napi::FunctionReference* constructor;
   static void ShutdownHook(NativeDevice* device) { device->Shutdown(); }
 
  private:
@@ -251,13 +251,11 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   Napi::Env::CleanupHook<void (*)(NativeDevice*), NativeDevice> cleanup_;
 };
 
-Napi::FunctionReference* NativeDevice::constructor = nullptr;
-
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = NativeDevice::Init(env);
-  NativeDevice::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(cls)));
   exports.Set("NativeDevice", cls);
   exports.Set("counterSlots", Napi::Number::New(env, kCounterSlots));
   exports.Set("layoutVersion", Napi::Number::New(env, kLayoutVersion));
