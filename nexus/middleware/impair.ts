@@ -112,6 +112,9 @@ class ImpairDirection {
         continue
       }
       burst = 0
+      // A peer that closed its side answers every doorbell at once: stop
+      // rather than spin. Leftovers are drained by close().
+      if (this.source.end.peerClosed || (moved < 0 && this.destination.end.peerClosed)) break
       // Blocked: no destination buffer to copy into, so wait for some to come back.
       if (moved < 0) await this.destination.end.waitForBuffers()
       else await this.source.end.waitForWork()

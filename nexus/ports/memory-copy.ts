@@ -1,36 +1,59 @@
 // Copying a packet from one channel's buffer into another's without creating
-// a view per packet (`subarray` allocates). Large packets are copied with one
-// `set` of the whole source buffer (memcpy, and the bytes past `length` are
-// harmless); small packets in big buffers by 32-bit words, so a 60-byte frame
-// in a 64 KiB GSO buffer does not cost a 64 KiB copy.
+// a view per packet (`subarray` allocates). Each source buffer gets, lazily
+// and once, prefix views of 128, 256, 512, ... bytes up to its full size; a
+// packet is copied with one `set` (memcpy) of the smallest prefix that holds
+// it, so at most twice its length is moved and a 60-byte frame in a 64 KiB
+// GSO buffer does not cost a 64 KiB copy. Copying past `length` inside the
+// destination buffer is harmless: those bytes are not part of the packet.
 import type { ChannelEnd } from '../channel/index.js'
 
-/** A channel end plus an Int32Array over its whole SharedArrayBuffer, for word copies. */
+const SMALLEST_PREFIX_LOG2 = 7 // 128 bytes
+
+/** A channel end plus its cache of prefix views, one array per size class. */
 export interface CopyEnd {
   readonly end: ChannelEnd
-  readonly words: Int32Array
+  /** prefixes[c][index]: the first 128 << c bytes of buffer `index`. */
+  readonly prefixes: (Uint8Array | undefined)[][]
 }
 
 export function copyEndOf(end: ChannelEnd): CopyEnd {
-  return { end, words: new Int32Array(end.sab) }
+  const classes: (Uint8Array | undefined)[][] = []
+  for (let size = 1 << SMALLEST_PREFIX_LOG2; size < end.bufferSize; size <<= 1) {
+    classes.push(new Array<Uint8Array | undefined>(end.bufferCount).fill(undefined))
+  }
+  return { end, prefixes: classes }
+}
+
+function sizeClass(length: number): number {
+  if (length <= 1 << SMALLEST_PREFIX_LOG2) return 0
+  return 32 - Math.clz32(length - 1) - SMALLEST_PREFIX_LOG2
 }
 
 /**
  * Copies `length` bytes from buffer `srcIndex` of `from` to buffer `dstIndex`
- * of `to`. The caller has checked length <= to.end.bufferSize. Buffers are
- * 64-byte aligned and sized, so rounding up to whole words stays inside both.
+ * of `to`. The caller has checked length <= to.end.bufferSize.
  */
 export function copyPacket(from: CopyEnd, srcIndex: number, to: CopyEnd, dstIndex: number, length: number): void {
-  const src = from.end.buffer(srcIndex)
   const dst = to.end.buffer(dstIndex)
-  if (length * 4 >= src.length && src.length <= dst.length) {
-    dst.set(src)
-    return
+  const cls = sizeClass(length)
+  let src: Uint8Array
+  if (cls >= from.prefixes.length) {
+    src = from.end.buffer(srcIndex)
+  } else {
+    const views = from.prefixes[cls]
+    const cached = views[srcIndex]
+    if (cached === undefined) {
+      const full = from.end.buffer(srcIndex)
+      src = new Uint8Array(full.buffer, full.byteOffset, 1 << (cls + SMALLEST_PREFIX_LOG2))
+      views[srcIndex] = src
+    } else {
+      src = cached
+    }
   }
-  const sw = from.words
-  const dw = to.words
-  let s = src.byteOffset >> 2
-  let d = dst.byteOffset >> 2
-  const end = s + ((length + 3) >> 2)
-  while (s < end) dw[d++] = sw[s++]
+  if (src.length <= dst.length) {
+    dst.set(src)
+  } else {
+    // Destination buffers smaller than the source's prefix: copy exactly.
+    for (let i = 0; i < length; i++) dst[i] = src[i]
+  }
 }

@@ -356,6 +356,11 @@ export class DevicePort {
    */
   deliver(from: DevicePort, srcIndex: number, length: number, flags: number, aux: number, bufferIndex: number): boolean {
     const end = this.channelEnd
+    if (this.userGone()) {
+      // The user closed its side: nowhere to put the packet.
+      this.stats[C_DROP_POOL_EMPTY]++
+      return false
+    }
     let index = bufferIndex
     if (index < 0) {
       index = end.alloc()
@@ -374,6 +379,11 @@ export class DevicePort {
     this.stats[C_RX_BYTES] += length
     this.dirty = true
     return true
+  }
+
+  /** True once this port's user closed side B (one shared load). */
+  userGone(): boolean {
+    return this.channelEnd.peerClosed
   }
 
   countTx(length: number): void {
@@ -455,6 +465,10 @@ class PumpLoop {
         continue
       }
       burst = 0
+      // The user of the source port closed its side: nothing more will come,
+      // and its doorbell would now answer at once forever. What is left in
+      // the ring is drained when the port closes.
+      if (this.source.userGone()) break
       if (moved < 0) {
         const target = this.blockedOn()
         if (target === undefined) await this.source.channelEnd.waitForWork()
@@ -514,7 +528,9 @@ export function createMemoryWire(options: MemoryWireOptions = {}): [MemoryPort, 
     if (!from.open || !to.open) return 0
     const fromEnd = from.channelEnd
     let budget = batch
-    if (backpressure) {
+    // Backpressure only makes sense towards a user that is still there.
+    const stashed = backpressure && !to.userGone()
+    if (stashed) {
       budget = to.fillStash(batch)
       // No buffer to copy into: sleep until the receiver gives some back. If
       // the sender had nothing queued anyway, the next step finds that out
@@ -527,7 +543,7 @@ export function createMemoryWire(options: MemoryWireOptions = {}): [MemoryPort, 
         from.countOversize()
       } else {
         from.countTx(length)
-        to.deliver(from, index, length, flags, aux, backpressure ? to.takeStash() : -1)
+        to.deliver(from, index, length, flags, aux, stashed ? to.takeStash() : -1)
       }
       fromEnd.release(index)
     })

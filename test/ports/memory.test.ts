@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemorySwitch, createMemoryWire, formatMac, type MemoryPort, type MemorySwitch } from '../../nexus/ports/memory.js'
+import { attachMemoryPort, createMemorySwitch, createMemoryWire, formatMac, type MemoryPort, type MemorySwitch } from '../../nexus/ports/memory.js'
 import { ports } from '../../nexus/ports/index.js'
 import { drain, poolsFull, sendOne, startWorker, until, writeFrame, type Received } from './memory-helpers.js'
 
@@ -297,5 +297,30 @@ describe('memory switch', () => {
     await Promise.all([a.close(), b.close()])
     await sw.close()
     expect(() => sw.addPort()).toThrow(expect.objectContaining({ code: 'PORT_CLOSED' }))
+  })
+})
+
+describe('memory port users that go away', () => {
+  it('frames to a port whose user closed its side are dropped and counted, and the pump does not spin', async () => {
+    const [a, b] = createMemoryWire({ channel: { bufferCount: 64, ringCapacity: 64 } })
+    track(a)
+    track(b)
+    const remote = attachMemoryPort(b.transfer())
+    await remote.close()
+    const tx = a.queues[0]
+    let sent = 0
+    for (let round = 0; round < 20; round++) {
+      while (sendOne(tx, (buf) => writeFrame(buf, BROADCAST, a.info.mac as Uint8Array, sent, 100))) sent++
+      tx.flush()
+      // A timer firing proves the event loop is not starved by the pump.
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    await until(() => b.counters().drops.poolEmpty === sent, 'every frame to be counted as dropped')
+    expect(sent).toBeGreaterThan(64)
+    await Promise.all([a.close(), b.close()])
+    const report = b.poolReport()
+    expect(report.device.held).toBe(0)
+    expect(report.device.free + remote.poolAccounting().free).toBe(report.total)
+    expect(poolsFull(a.poolReport())).toBe(true)
   })
 })
