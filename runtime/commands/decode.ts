@@ -17,6 +17,7 @@ import {
   IP_PROTOCOL_UDP,
   TCP_FLAG_NAMES,
   WireError,
+  WireErrorCounters,
   formatIpv4Address,
   formatIpv6Address,
   formatMac,
@@ -56,7 +57,11 @@ const CUT_SHORT: ParseOptions = { checksum: 'report', allowTruncated: true }
 /** Upper layer of a first fragment: its checksum covers bytes in other fragments. */
 const FRAGMENT: ParseOptions = { checksum: 'ignore', allowTruncated: true }
 
+/** Where decodeFrame counts parse failures by layer and reason (set for the duration of one call). */
+let activeCounters: WireErrorCounters | undefined
+
 function errorLayer(error: WireError | string): DecodedLayer {
+  if (typeof error !== 'string') activeCounters?.count(error)
   return { layer: 'error', reason: typeof error === 'string' ? error : error.toString() }
 }
 
@@ -219,8 +224,9 @@ function decodeIp(layers: DecodedLayer[], bytes: Uint8Array, offset: number, len
   else layers.push(errorLayer(`ip: bad-version (version ${version})`))
 }
 
-/** Decodes one captured packet into layers. Never throws on packet contents. */
-export function decodeFrame(packet: FrameInput): DecodedFrame {
+/** Decodes one captured packet into layers, counting failures in `counters`. Never throws on packet contents. */
+export function decodeFrame(packet: FrameInput, counters?: WireErrorCounters): DecodedFrame {
+  activeCounters = counters
   const layers: DecodedLayer[] = []
   const { bytes, dataOffset: offset, capturedLength: length } = packet
   const options = packet.capturedLength < packet.originalLength ? CUT_SHORT : WHOLE
@@ -271,6 +277,7 @@ export function decodeFrame(packet: FrameInput): DecodedFrame {
     default:
       layers.push(errorLayer(`link type ${packet.linkType} is not supported (Ethernet 1 and raw IP 101 are)`))
   }
+  activeCounters = undefined
   return { frame: packet.index, length: packet.originalLength, layers }
 }
 
@@ -315,9 +322,10 @@ export async function decodeCommand(
     }
   }
   let exitCode = 0
+  const counters = new WireErrorCounters()
   try {
     for (let packet = reader.next(); packet !== null && !outputClosed; packet = reader.next()) {
-      pending += `${JSON.stringify(decodeFrame(packet))}\n`
+      pending += `${JSON.stringify(decodeFrame(packet, counters))}\n`
       if (pending.length >= CHUNK) await flush()
     }
   } catch (e) {
@@ -330,5 +338,7 @@ export async function decodeCommand(
   }
   await flush()
   out.off('error', onOutputError)
+  const failures = counters.snapshot()
+  if (Object.keys(failures).length > 0) err.write(`flowstack decode: parse errors by layer and reason: ${JSON.stringify(failures)}\n`)
   return exitCode
 }

@@ -353,8 +353,10 @@ describe('flowstack decode on damaged input', () => {
     const w = new PcapWriter(new FileCaptureSink(file), { linkType: LINKTYPE_ETHERNET })
     for (const f of [badIhl, Buffer.from([1, 2, 3]), udp4]) w.writePacket(f, 1, 0)
     await w.close()
-    const { code, frames: decoded } = await decode(file)
+    const { code, frames: decoded, stderr } = await decode(file)
     expect(code).toBe(0)
+    // Failures are counted by layer and reason, and summed up on stderr.
+    expect(stderr).toBe('flowstack decode: parse errors by layer and reason: {"ethernet:truncated":1,"ipv4:bad-length":1}\n')
     expect(decoded.map((f) => f.layers.map((l) => l.layer))).toEqual([
       ['ethernet', 'error'],
       ['error'],
