@@ -139,6 +139,11 @@ export class UdpSocket extends EventEmitter {
    * send(msg[, offset, length][, port][, address][, callback]) as in dgram:
    * a connected socket takes no port/address.
    */
+  send(msg: Message, callback?: SendCallback): void
+  send(msg: Message, port: number, address?: string, callback?: SendCallback): void
+  send(msg: Message, port: number, callback: SendCallback): void
+  send(msg: Message, offset: number, length: number, port?: number, address?: string, callback?: SendCallback): void
+  send(msg: Message, offset: number, length: number, callback?: SendCallback): void
   send(msg: Message, ...args: unknown[]): void {
     this.assertNotClosed()
     let callback: SendCallback | undefined
