@@ -545,8 +545,18 @@ void IoQueue::Sleep() {
       (void)got;
     }
     if (rc > 0 && (fds[1].revents & (POLLERR | POLLHUP | POLLNVAL))) {
-      // The interface went away under us: stop polling it and wait for close.
-      device_gone_ = true;
+      if (config_.kind == DeviceKind::kAfPacket && !(fds[1].revents & (POLLHUP | POLLNVAL))) {
+        // A packet socket reports link events (ENETDOWN on a flap) as a
+        // pending error; reading it clears it and the ring keeps working.
+        int err = 0;
+        socklen_t len = sizeof(err);
+        Add(kSyscalls, 1);
+        getsockopt(config_.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      } else {
+        // A detached TUN/TAP (its interface was deleted) stays in error:
+        // stop polling it and wait for close.
+        device_gone_ = true;
+      }
     }
     if (rc > 0 && (fds[1].revents & POLLOUT)) tx_blocked_ = false;
     Add(kWakeups, 1);

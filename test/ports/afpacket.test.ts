@@ -149,6 +149,31 @@ describe('afpacket port', () => {
     expect(port.poolCheck().full).toBe(true)
   })
 
+  it('keeps receiving across a link flap', async () => {
+    const port = await openAfPacket({ name: 'fspa', netns: nsA, blockSize: 1 << 16, blockCount: 4 })
+    try {
+      const mac = Buffer.from(port.info.mac!).toString('hex').match(/../g)!.join(':')
+      ip('-n', nsA, 'link', 'set', 'fspa', 'down')
+      ip('-n', nsA, 'link', 'set', 'fspa', 'up')
+      ip('-n', nsB, 'neigh', 'replace', '198.51.100.1', 'lladdr', mac, 'dev', 'fspb')
+      const end = port.queues[0]
+      let seen = 0
+      const sender = start(nsB, ['python3', '-c', "import socket,time\ns=socket.socket(2,2)\nfor i in range(40):\n  s.sendto(b'after-flap',('198.51.100.1',5001)); time.sleep(0.05)"])
+      await pump(end, (frame) => {
+        const eth = parseEthernet(frame)
+        if (eth instanceof WireError || eth.ethertype !== ETHERTYPE_IPV4) return
+        const u = udpPayload(frame, eth.payloadOffset)
+        if (u !== null && u.dstPort === 5001) seen++
+      }, () => seen >= 3, 8_000)
+      sender.child.kill('SIGKILL')
+      await sender.exited
+      expect(seen).toBeGreaterThanOrEqual(3)
+    } finally {
+      await port.close()
+    }
+    expect(port.poolCheck().full).toBe(true)
+  })
+
   it('reports a missing interface as PORT_NO_DEVICE', async () => {
     await expect(openAfPacket({ name: 'fsnothere0', netns: nsA })).rejects.toMatchObject({ code: 'PORT_NO_DEVICE' })
     await expect(openAfPacket({ name: 'fspa', netns: nsA, blockSize: 1000 })).rejects.toMatchObject({ code: 'PORT_BAD_OPTIONS' })

@@ -162,6 +162,22 @@ describe('tun port', () => {
     expect(port.poolCheck().full).toBe(true)
   })
 
+  it('closes cleanly after its interface was deleted under it', async () => {
+    const port = await openTun({ name: 'fstun8', netns: ns })
+    const end = port.queues[0]
+    ip('-n', ns, 'link', 'del', 'fstun8')
+    // Transmitting into a detached device fails in the kernel, counted, buffer returned.
+    const index = await allocBuffer(end)
+    const n = udpPacket(end.buffer(index), 0, ip4('198.51.100.2'), 7000, ip4('198.51.100.1'), 9, Buffer.from('gone'))
+    expect(end.send(index, n)).toBe(true)
+    end.flush()
+    const deadline = Date.now() + 5_000
+    while (port.errorCounters().txErrors === 0 && Date.now() < deadline) await end.waitForBuffers(20)
+    expect(port.errorCounters().txErrors).toBe(1)
+    await port.close()
+    expect(port.poolCheck().full).toBe(true)
+  })
+
   it('reports stable error codes', async () => {
     const first = await openTun({ name: 'fstun3', netns: ns })
     try {
