@@ -169,14 +169,22 @@ class ImpairDirection {
         c.corrupted++
       }
       if (plan.reordered) c.reordered++
-      this.queue.push(plan.departure, out, length, flags, aux)
+      // The model already refused packets past queueLimit, so these pushes
+      // fit; if one did not, the buffer goes back rather than leaking.
+      if (!this.queue.push(plan.departure, out, length, flags, aux)) {
+        this.destination.end.free(out)
+        c.queueFull++
+      }
       if (plan.duplicateDeparture >= 0) {
         if (this.stashCount > 0) {
           const copy = this.stash[--this.stashCount]
           // The duplicate is copied from the source, so it is clean even when the original was corrupted.
           copyPacket(this.source, index, this.destination, copy, length)
-          this.queue.push(plan.duplicateDeparture, copy, length, flags, aux)
-          c.duplicated++
+          if (this.queue.push(plan.duplicateDeparture, copy, length, flags, aux)) c.duplicated++
+          else {
+            this.destination.end.free(copy)
+            c.queueFull++
+          }
         } else {
           c.poolEmpty++
         }
@@ -326,6 +334,7 @@ export function impair(port: NexusPort, options: ImpairOptions = {}): ImpairedPo
       return queues
     },
     counters(): PortCounters {
+      if (closed) throw new FlowstackError('PORT_CLOSED', `port ${info.name} is closed`)
       const perQueue = port.queues.map((_, q) => queueCounters(q))
       const total: PortCounters = { ...queueCounters(0), queues: perQueue }
       total.drops = { ...total.drops }

@@ -204,7 +204,9 @@ export class MemoryPort implements NexusPort {
     return this.userQueues
   }
 
+  /** Counters of this port. Like every use but close() and poolReport(), throws PORT_CLOSED after close. */
   counters(): PortCounters {
+    if (this.closed) throw closedError(this.info.name)
     return readCounters(this.device.stats)
   }
 
@@ -288,7 +290,10 @@ export function attachMemoryPort(handle: MemoryPortHandle): AttachedMemoryPort {
       if (closed) throw closedError(info.name)
       return queues
     },
-    counters: () => readCounters(stats),
+    counters: () => {
+      if (closed) throw closedError(info.name)
+      return readCounters(stats)
+    },
     poolAccounting: () => finalAccounting ?? end.poolAccounting(),
     async close() {
       if (closed) return

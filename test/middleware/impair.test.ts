@@ -237,7 +237,12 @@ describe('impair() around a memory wire', () => {
     expect(twice).toBe(r.impaired.impairCounters().tx.duplicated)
     expect(Math.abs(twice - 500)).toBeLessThan(100)
     expect(got.every((g) => g.intact)).toBe(true)
+    const counters = r.impaired.counters()
+    expect(counters.txPackets).toBe(count + twice)
+    expect(counters.rxPackets).toBe(0)
+    expect(counters.drops).toEqual({ ringFull: 0, poolEmpty: 0, oversize: 0 })
     await closeRig(r)
+    expect(() => r.impaired.counters()).toThrow(expect.objectContaining({ code: 'PORT_CLOSED' }))
   })
 
   it('corruption flips exactly one bit in the chosen frames and leaves the rest intact', async () => {

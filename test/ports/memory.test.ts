@@ -154,13 +154,15 @@ describe('memory wire', () => {
       expect(echoes.every((r) => r.intact)).toBe(true)
       const { echoed, accounting } = await result
       expect(echoed).toBe(total)
+      expect(remote.counters().rxPackets).toBe(total)
+      expect(remote.counters().txPackets).toBe(total)
       await Promise.all([local.close(), remote.close()])
+      expect(() => remote.counters()).toThrow(expect.objectContaining({ code: 'PORT_CLOSED' }))
       const report = remote.poolReport()
       expect(report.device.held).toBe(0)
       expect(accounting.held).toBe(0)
       expect(report.device.free + accounting.free).toBe(report.total)
       expect(poolsFull(local.poolReport())).toBe(true)
-      expect(remote.counters().rxPackets).toBe(total)
     } finally {
       await worker.terminate()
     }
