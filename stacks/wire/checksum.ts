@@ -21,10 +21,16 @@ let cachedBuffer: ArrayBufferLike | null = null
 let cachedWords: Uint32Array | null = null
 const wordViews = new WeakMap<ArrayBufferLike, Uint32Array>()
 
-function wordsOf(buffer: ArrayBufferLike): Uint32Array {
-  if (buffer === cachedBuffer) return cachedWords!
+/**
+ * A Uint32Array over the whole buffer, reused across calls (a view per call
+ * would be an allocation per packet). `endWord` guards against a buffer that
+ * grew (resizable ArrayBuffer / growable SharedArrayBuffer) after its view
+ * was cached: the view is then rebuilt.
+ */
+function wordsOf(buffer: ArrayBufferLike, endWord: number): Uint32Array {
+  if (buffer === cachedBuffer && endWord <= cachedWords!.length) return cachedWords!
   let words = wordViews.get(buffer)
-  if (words === undefined) {
+  if (words === undefined || endWord > words.length) {
     words = new Uint32Array(buffer, 0, buffer.byteLength >>> 2)
     wordViews.set(buffer, words)
   }
@@ -69,9 +75,9 @@ function sumLittleEndianFromEven(bytes: Uint8Array, offset: number, length: numb
     abs += 2
     remaining -= 2
   }
-  const words = wordsOf(bytes.buffer)
   let w = abs >>> 2
   const wordCount = remaining >>> 2
+  const words = wordsOf(bytes.buffer, w + wordCount)
   const endUnrolled = w + (wordCount & ~3)
   let a0 = 0
   let a1 = 0

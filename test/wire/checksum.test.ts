@@ -185,3 +185,16 @@ describe('incremental update (RFC 1624 eqn. 3)', () => {
     expect(checksumUpdate16(0xdd2f, 0x5555, 0x3285)).toBe(0x0000)
   })
 })
+
+describe('buffers that change under the cached word view', () => {
+  it('a resizable ArrayBuffer that grows after its first checksum', () => {
+    const buffer = new ArrayBuffer(256, { maxByteLength: 4096 })
+    const small = new Uint8Array(buffer)
+    small.fill(0x11)
+    expect(internetChecksum(small, 0, 256)).toBe(referenceChecksum(small, 0, 256))
+    buffer.resize(4096)
+    const large = new Uint8Array(buffer)
+    for (let i = 0; i < large.length; i++) large[i] = (i * 7) & 0xff
+    expect(internetChecksum(large, 1000, 3000)).toBe(referenceChecksum(large, 1000, 3000))
+  })
+})
