@@ -239,11 +239,6 @@ bool IoQueue::DrainRxReturn() {
   return true;
 }
 
-bool IoQueue::TxPending() const {
-  const RingView& tx = config_.channel.rings[kRingTx];
-  return LoadAcquire(tx.head) != LoadRelaxed(tx.tail);
-}
-
 bool IoQueue::ServiceTx() {
   RingView& tx = config_.channel.rings[kRingTx];
   uint32_t head = LoadAcquire(tx.head);
@@ -520,7 +515,9 @@ void IoQueue::Sleep() {
   // waiters = 1 and kicks the eventfd (through the channel's notifier hook).
   StoreSeqCst(tx.waiters, 1);
   if (want_returns) StoreSeqCst(rx_return.waiters, 1);
-  bool ready = __atomic_load_n(tx.head, __ATOMIC_SEQ_CST) != LoadRelaxed(tx.tail) ||
+  // Pending tx counts only while the device accepts writes; a blocked device
+  // wakes us through POLLOUT instead (no spinning on EAGAIN).
+  bool ready = (!tx_blocked_ && __atomic_load_n(tx.head, __ATOMIC_SEQ_CST) != LoadRelaxed(tx.tail)) ||
                (want_returns && __atomic_load_n(rx_return.head, __ATOMIC_SEQ_CST) != LoadRelaxed(rx_return.tail));
   if (config_.kind == DeviceKind::kAfPacket && !rx_starved_) {
     auto* block = reinterpret_cast<struct tpacket_block_desc*>(config_.packet_ring + static_cast<size_t>(block_cursor_) * config_.block_size);
@@ -572,7 +569,7 @@ void IoQueue::Run() {
       rx_starved_ = false;
       work = true;
     }
-    if (ServiceTx()) work = true;
+    if (!tx_blocked_ && ServiceTx()) work = true;
     if (!rx_starved_ && (config_.kind == DeviceKind::kAfPacket ? ServicePacketRing() : (!device_gone_ && ServiceRx()))) work = true;
     Set(kOwnedFree, free_.size());
     if (!work) Sleep();

@@ -49,7 +49,6 @@ class IoQueue {
   void PublishTxReturn();
   void Sleep();
   void ReadKernelDrops();
-  bool TxPending() const;
   void RecordCorrupt(uint32_t reason, uint32_t detail);
   void Add(Counter c, uint64_t n) {
     // Single writer: a relaxed load+store is enough; readers see whole u64s.
