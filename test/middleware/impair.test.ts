@@ -90,6 +90,27 @@ describe('seeded randomness', () => {
   })
 })
 
+describe('virtual clock', () => {
+  it('fires due timers in deadline order, each at its own time, and never goes back', () => {
+    const clock = new VirtualClock(100)
+    const fired: string[] = []
+    clock.setTimer(5, () => fired.push(`b@${clock.now()}`))
+    clock.setTimer(1, () => {
+      fired.push(`a@${clock.now()}`)
+      clock.setTimer(1, () => fired.push(`c@${clock.now()}`))
+    })
+    const cancelled = clock.setTimer(3, () => fired.push('never'))
+    clock.clearTimer(cancelled)
+    clock.advance(4)
+    expect(fired).toEqual(['a@101', 'c@102'])
+    expect(clock.nextDeadline()).toBe(105)
+    clock.advance(10)
+    expect(fired).toEqual(['a@101', 'c@102', 'b@105'])
+    expect(clock.now()).toBe(114)
+    expect(() => clock.advanceTo(50)).toThrow(RangeError)
+  })
+})
+
 describe('impairment model (pure)', () => {
   it('loss 10% drops 10% ± 1% of 100 000 packets, the same ones for the same seed', () => {
     const drops = (seed: number): number[] => {
@@ -274,8 +295,14 @@ describe('impair() around a memory wire', () => {
     await closeRig(r)
   })
 
-  it('delay with jitter on a virtual clock: nothing early, nothing late, order kept', async () => {
+  it('delay with jitter on a virtual clock: nothing early, nothing late, order kept, one timer per batch', async () => {
     const clock = new VirtualClock()
+    let timersSet = 0
+    const setTimer = clock.setTimer.bind(clock)
+    clock.setTimer = (delayMs, callback) => {
+      timersSet++
+      return setTimer(delayMs, callback)
+    }
     const r = rig({ seed: SEED, clock, rx: { delayMs: 10, jitterMs: 4 } })
     // rx direction: far sends, the impaired side receives.
     const tx = r.far.queues[0]
@@ -292,6 +319,17 @@ describe('impair() around a memory wire', () => {
     await until(() => (drain(rx, got), got.length === 200), 'every delayed frame')
     expect(got.map((g) => g.sequence)).toEqual(Array.from({ length: 200 }, (_, i) => i))
     expect(clock.pendingTimers).toBe(0)
+    // The timer follows the earliest departure: re-armed per batch at most, never per packet.
+    expect(timersSet).toBeLessThan(200 / 4)
+    await closeRig(r)
+  })
+
+  it('delays on real time with the default clock', async () => {
+    const r = rig({ seed: SEED, tx: { delayMs: 30 } })
+    const started = performance.now()
+    const got = await transfer(r, 50, 100, (g) => g.length === 50)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(29)
+    expect(got.map((g) => g.sequence)).toEqual(Array.from({ length: 50 }, (_, i) => i))
     await closeRig(r)
   })
 
