@@ -32,6 +32,8 @@ export const PCAPNG_BLOCK_ISB = 0x00000005
 export const PCAPNG_BLOCK_EPB = 0x00000006
 export const PCAPNG_BLOCK_DSB = 0x0000000a
 const PCAPNG_BYTE_ORDER_MAGIC = 0x1a2b3c4d
+/** DSB secrets type 'TLSK': an NSS key log. */
+export const DSB_SECRETS_TLS_KEY_LOG = 0x544c534b
 
 const OPT_ENDOFOPT = 0
 const OPT_IF_NAME = 2
@@ -871,6 +873,28 @@ export class PcapngWriter extends StagedWriter {
     this.interfaceUnits.push(10 ** decimals)
     this.interfaceSnaplen.push(snaplen)
     return this.interfaceUnits.length - 1
+  }
+
+  /**
+   * Appends a Decryption Secrets Block with TLS key log lines (NSS key log
+   * format, as Node's `tlsSocket.on('keylog')` gives them), so Wireshark can
+   * decrypt the TLS sessions in this capture. Write it before the packets it unlocks.
+   */
+  writeTlsKeyLog(keyLog: string | Uint8Array): void {
+    const secrets = typeof keyLog === 'string' ? Buffer.from(keyLog, 'utf8') : keyLog
+    const total = 20 + pad4(secrets.length)
+    this.reserve(16)
+    const b = this.staging
+    writeU32(b, this.used, PCAPNG_BLOCK_DSB, this.le)
+    writeU32(b, this.used + 4, total, this.le)
+    writeU32(b, this.used + 8, DSB_SECRETS_TLS_KEY_LOG, this.le)
+    writeU32(b, this.used + 12, secrets.length, this.le)
+    this.used += 16
+    this.put(secrets, 0, secrets.length)
+    this.putZeros(pad4(secrets.length) - secrets.length)
+    this.reserve(4)
+    writeU32(this.staging, this.used, total, this.le)
+    this.used += 4
   }
 
   /** Appends an Enhanced Packet Block, with epb_flags when the direction is known. */

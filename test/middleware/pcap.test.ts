@@ -170,6 +170,23 @@ describe('pcapng', () => {
   })
 })
 
+describe('decryption secrets', () => {
+  it('writes a TLS key log as a Decryption Secrets Block that capinfos counts and readers skip', () => {
+    const file = join(work, 'secrets.pcapng')
+    const w = new PcapngWriter(new FileCaptureSink(file))
+    const iface = w.addInterface({ linkType: LINKTYPE_ETHERNET })
+    w.writeTlsKeyLog(`CLIENT_RANDOM ${'01'.repeat(32)} ${'ab'.repeat(48)}\n`)
+    w.writePacket(iface, arpFrame(1), 1, 0)
+    w.flush()
+    expect(tool('capinfos', [file])).toMatch(/Number of decryption secrets in file: 1/)
+    expect(expertProblems(file)).toEqual([])
+    const reader = CaptureReader.fromBuffer(readFileSync(file))
+    expect(reader.next()?.data).toEqual(arpFrame(1))
+    expect(reader.next()).toBeNull()
+    expect(reader.skippedBlocks.get(PCAPNG_BLOCK_DSB)).toBe(1)
+  })
+})
+
 describe('sinks', () => {
   it('streams to a Node Writable and to a caller-owned file descriptor', async () => {
     const viaStream = join(work, 'stream.pcapng')
