@@ -73,6 +73,13 @@ export interface ClassifierOptions {
   onFragmentRelease?: (token: number, decision: Decision) => void
 }
 
+const RECORD_WORDS = 6
+const R_OWNER = 0
+const R_RULE = 1
+const R_KIND = 2
+const R_PACKETS = 3
+const R_BYTES = 4
+const R_LAST_SEEN = 5
 const FLOW_REGISTERED = 1
 const FLOW_DECIDED = 2
 /** Datagram key: key words 0..8 (no ports) plus the fragment id. */
@@ -89,12 +96,11 @@ export class Classifier {
 
   // Flow table: key -> record index; records in parallel arrays.
   private readonly flows: ExactTable
-  private readonly flowOwner: Int32Array
-  private readonly flowRule: Int32Array
-  private readonly flowKind: Uint8Array
-  private readonly flowPackets: Float64Array
-  private readonly flowBytes: Float64Array
-  private readonly flowLastSeen: Float64Array
+  /**
+   * Flow records, RECORD_WORDS numbers each (owner, rule, kind, packets,
+   * bytes, last seen) side by side, so a hit touches one cache line or two.
+   */
+  private readonly records: Float64Array
   private readonly freeRecords: Int32Array
   private freeCount: number
 
@@ -149,12 +155,7 @@ export class Classifier {
     this.now = options.now ?? (() => performance.now())
     const maxFlows = options.maxFlows ?? 262144
     this.flows = new ExactTable(KEY_WORDS, maxFlows)
-    this.flowOwner = new Int32Array(maxFlows)
-    this.flowRule = new Int32Array(maxFlows)
-    this.flowKind = new Uint8Array(maxFlows)
-    this.flowPackets = new Float64Array(maxFlows)
-    this.flowBytes = new Float64Array(maxFlows)
-    this.flowLastSeen = new Float64Array(maxFlows)
+    this.records = new Float64Array(maxFlows * RECORD_WORDS)
     this.freeRecords = new Int32Array(maxFlows)
     for (let i = 0; i < maxFlows; i++) this.freeRecords[i] = maxFlows - 1 - i
     this.freeCount = maxFlows
@@ -252,7 +253,7 @@ export class Classifier {
   releaseInstance(instance: number): number {
     const doomed: Uint32Array[] = []
     this.flows.forEach((keys, off, record) => {
-      if (this.flowOwner[record] === instance) doomed.push(keys.slice(off, off + KEY_WORDS))
+      if (this.records[record * RECORD_WORDS + R_OWNER] === instance) doomed.push(keys.slice(off, off + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
     const listeners: Uint32Array[] = []
@@ -268,7 +269,7 @@ export class Classifier {
     const cutoff = this.now() - idleMs
     const doomed: Uint32Array[] = []
     this.flows.forEach((keys, off, record) => {
-      if (this.flowKind[record] === FLOW_DECIDED && this.flowLastSeen[record] < cutoff) doomed.push(keys.slice(off, off + KEY_WORDS))
+      if (this.records[record * RECORD_WORDS + R_KIND] === FLOW_DECIDED && this.records[record * RECORD_WORDS + R_LAST_SEEN] < cutoff) doomed.push(keys.slice(off, off + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
     return doomed.length
@@ -280,11 +281,11 @@ export class Classifier {
     this.flows.forEach((keys, off, record) => {
       out.push({
         key: readKey(keys, off),
-        owner: this.flowOwner[record],
-        rule: this.ruleName(this.flowRule[record]),
-        state: this.flowKind[record] === FLOW_REGISTERED ? 'established' : 'decided',
-        packets: this.flowPackets[record],
-        bytes: this.flowBytes[record],
+        owner: this.records[record * RECORD_WORDS + R_OWNER],
+        rule: this.ruleName(this.records[record * RECORD_WORDS + R_RULE]),
+        state: this.records[record * RECORD_WORDS + R_KIND] === FLOW_REGISTERED ? 'established' : 'decided',
+        packets: this.records[record * RECORD_WORDS + R_PACKETS],
+        bytes: this.records[record * RECORD_WORDS + R_BYTES],
       })
     })
     return out
@@ -300,13 +301,13 @@ export class Classifier {
         this.freeCount++
         return false
       }
-      this.flowPackets[record] = 0
-      this.flowBytes[record] = 0
+      this.records[record * RECORD_WORDS + R_PACKETS] = 0
+      this.records[record * RECORD_WORDS + R_BYTES] = 0
     }
-    this.flowOwner[record] = owner
-    this.flowRule[record] = rule
-    this.flowKind[record] = kind
-    this.flowLastSeen[record] = this.now()
+    this.records[record * RECORD_WORDS + R_OWNER] = owner
+    this.records[record * RECORD_WORDS + R_RULE] = rule
+    this.records[record * RECORD_WORDS + R_KIND] = kind
+    this.records[record * RECORD_WORDS + R_LAST_SEEN] = this.now()
     return true
   }
 
@@ -324,20 +325,22 @@ export class Classifier {
     decision.fragmentOf = -1
     const record = this.flows.get(key, 0)
     if (record >= 0) {
-      decision.owner = this.flowOwner[record]
-      decision.rule = this.flowRule[record]
+      const records = this.records
+      const at = record * RECORD_WORDS
+      decision.owner = records[at + R_OWNER]
+      decision.rule = records[at + R_RULE]
       decision.reason = Reason.Flow
-      this.flowPackets[record]++
-      this.flowBytes[record] += bytes
-      this.flowLastSeen[record] = this.now()
+      records[at + R_PACKETS]++
+      records[at + R_BYTES] += bytes
+      records[at + R_LAST_SEEN] = this.now()
       return this.count(decision)
     }
     this.decideNewFlow(key, direction, decision)
     if (!this.insertFlow(key, decision.owner, decision.rule, FLOW_DECIDED)) this.flowTableFull++
     else {
       const inserted = this.flows.get(key, 0)
-      this.flowPackets[inserted] = 1
-      this.flowBytes[inserted] = bytes
+      this.records[inserted * RECORD_WORDS + R_PACKETS] = 1
+      this.records[inserted * RECORD_WORDS + R_BYTES] = bytes
     }
     return this.count(decision)
   }
@@ -547,7 +550,7 @@ export class Classifier {
     const protocol = keyProtocol(key)
     if (protocol === PROTO_ICMP || protocol === PROTO_ICMPV6 || info.fragment === FragmentKind.Later) return true
     const record = this.flows.get(key, 0)
-    if (record >= 0 && this.flowOwner[record] === instance) return true
+    if (record >= 0 && this.records[record * RECORD_WORDS + R_OWNER] === instance) return true
     if (this.findListener(key) === instance) return true
     this.spoofCounts[SpoofReason.Flow]++
     return false

@@ -8,22 +8,16 @@
 // or below 1/2 by `maxEntries`); growing would mean rehashing on the data
 // path, so a full table refuses inserts and the caller counts it.
 
-/** Hashes `width` words of `words` starting at `off` (a murmur3-style mix, no allocation). */
+/** Hashes `width` words starting at `off`: a multiply-xor per word and a murmur3-style finalizer; no allocation. */
 export function hashWords(words: Uint32Array, off: number, width: number): number {
-  let h = 0x811c9dc5 ^ width
+  let h = 0x9e3779b9 ^ width
   for (let i = 0; i < width; i++) {
-    let k = Math.imul(words[off + i], 0xcc9e2d51)
-    k = (k << 15) | (k >>> 17)
-    h ^= Math.imul(k, 0x1b873593)
-    h = (h << 13) | (h >>> 19)
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0
+    h = Math.imul(h ^ words[off + i], 0x85ebca6b)
+    h ^= h >>> 15
   }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d)
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b)
+  return (h ^ (h >>> 16)) >>> 0
 }
 
 export class ExactTable {
@@ -31,11 +25,13 @@ export class ExactTable {
   readonly capacity: number
   readonly maxEntries: number
   private readonly mask: number
-  private readonly keys: Uint32Array
-  private readonly hashes: Uint32Array
-  private readonly values: Int32Array
-  /** 1 when the slot holds an entry. */
-  private readonly used: Uint8Array
+  /**
+   * One slot is `stride` words, [value + 1 (0 = empty), hash, key...], so a
+   * probe touches one place in memory (one or two cache lines) instead of
+   * separate used/hash/key/value arrays.
+   */
+  private readonly slots: Uint32Array
+  private readonly stride: number
   private count = 0
 
   constructor(width: number, maxEntries: number) {
@@ -45,10 +41,8 @@ export class ExactTable {
     this.capacity = capacity
     this.maxEntries = maxEntries
     this.mask = capacity - 1
-    this.keys = new Uint32Array(capacity * width)
-    this.hashes = new Uint32Array(capacity)
-    this.values = new Int32Array(capacity)
-    this.used = new Uint8Array(capacity)
+    this.stride = width + 2
+    this.slots = new Uint32Array(capacity * this.stride)
   }
 
   get size(): number {
@@ -58,25 +52,20 @@ export class ExactTable {
   /** The value stored for the key at `key[off..off+width)`, or -1. */
   get(key: Uint32Array, off: number): number {
     const slot = this.find(key, off, hashWords(key, off, this.width))
-    return slot < 0 ? -1 : this.values[slot]
-  }
-
-  /** Like get, with the hash already computed (several tables can share one hash). */
-  getHashed(key: Uint32Array, off: number, hash: number): number {
-    const slot = this.find(key, off, hash)
-    return slot < 0 ? -1 : this.values[slot]
+    return slot < 0 ? -1 : this.slots[slot * this.stride] - 1
   }
 
   private find(key: Uint32Array, off: number, hash: number): number {
     const width = this.width
-    const keys = this.keys
+    const stride = this.stride
+    const slots = this.slots
     let slot = hash & this.mask
     for (;;) {
-      if (this.used[slot] === 0) return -1
-      if (this.hashes[slot] === hash) {
-        const base = slot * width
+      const base = slot * stride
+      if (slots[base] === 0) return -1
+      if (slots[base + 1] === hash) {
         let i = 0
-        while (i < width && keys[base + i] === key[off + i]) i++
+        while (i < width && slots[base + 2 + i] === key[off + i]) i++
         if (i === width) return slot
       }
       slot = (slot + 1) & this.mask
@@ -84,24 +73,25 @@ export class ExactTable {
   }
 
   /**
-   * Inserts or replaces. Returns the previous value (or -1 when new), or -2
-   * when the table is full and the key was not present.
+   * Inserts or replaces (values 0 .. 2^32 - 2). Returns the previous value
+   * (or -1 when new), or -2 when the table is full and the key was not present.
    */
   set(key: Uint32Array, off: number, value: number): number {
     const hash = hashWords(key, off, this.width)
     const existing = this.find(key, off, hash)
+    const stride = this.stride
     if (existing >= 0) {
-      const previous = this.values[existing]
-      this.values[existing] = value
+      const previous = this.slots[existing * stride] - 1
+      this.slots[existing * stride] = value + 1
       return previous
     }
     if (this.count >= this.maxEntries) return -2
     let slot = hash & this.mask
-    while (this.used[slot] !== 0) slot = (slot + 1) & this.mask
-    this.used[slot] = 1
-    this.hashes[slot] = hash
-    this.values[slot] = value
-    this.keys.set(key.subarray(off, off + this.width), slot * this.width)
+    while (this.slots[slot * stride] !== 0) slot = (slot + 1) & this.mask
+    const base = slot * stride
+    this.slots[base] = value + 1
+    this.slots[base + 1] = hash
+    for (let i = 0; i < this.width; i++) this.slots[base + 2 + i] = key[off + i]
     this.count++
     return -1
   }
@@ -110,37 +100,38 @@ export class ExactTable {
   delete(key: Uint32Array, off: number): number {
     let slot = this.find(key, off, hashWords(key, off, this.width))
     if (slot < 0) return -1
-    const value = this.values[slot]
+    const stride = this.stride
+    const slots = this.slots
+    const value = slots[slot * stride] - 1
     // Backward-shift deletion (Knuth 6.4 algorithm R): move later entries of
     // the probe run into the hole when their home slot allows it.
-    const width = this.width
     let next = (slot + 1) & this.mask
-    while (this.used[next] !== 0) {
-      const home = this.hashes[next] & this.mask
+    while (slots[next * stride] !== 0) {
+      const home = slots[next * stride + 1] & this.mask
       const distanceNext = (next - home) & this.mask
       const distanceHole = (slot - home) & this.mask
       if (distanceHole <= distanceNext) {
-        this.hashes[slot] = this.hashes[next]
-        this.values[slot] = this.values[next]
-        this.keys.copyWithin(slot * width, next * width, next * width + width)
+        slots.copyWithin(slot * stride, next * stride, next * stride + stride)
         slot = next
       }
       next = (next + 1) & this.mask
     }
-    this.used[slot] = 0
+    slots[slot * stride] = 0
     this.count--
     return value
   }
 
   clear(): void {
-    this.used.fill(0)
+    this.slots.fill(0)
     this.count = 0
   }
 
-  /** Calls fn(keys, off, value) for every entry; do not mutate the table inside fn. */
+  /** Calls fn(words, off, value) for every entry (the key is words[off..off+width)); do not mutate the table inside fn. */
   forEach(fn: (keys: Uint32Array, off: number, value: number) => void): void {
+    const stride = this.stride
     for (let slot = 0; slot < this.capacity; slot++) {
-      if (this.used[slot] !== 0) fn(this.keys, slot * this.width, this.values[slot])
+      const base = slot * stride
+      if (this.slots[base] !== 0) fn(this.slots, base + 2, this.slots[base] - 1)
     }
   }
 }

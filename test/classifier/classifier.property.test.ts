@@ -3,7 +3,7 @@
 // random packets, flow and listener registrations and atomic rule swaps.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { Classifier, Direction, LinkKind, OWNER_DROP, OWNER_KERNEL, REASON_NAMES, RuleSet, parsePrefix, writeKey, KEY_WORDS, type RuleSpec } from '../../classifier/index.js'
+import { Classifier, LinearRuleScan, Direction, LinkKind, OWNER_DROP, OWNER_KERNEL, REASON_NAMES, RuleSet, parsePrefix, writeKey, KEY_WORDS, type RuleSpec } from '../../classifier/index.js'
 import { ReferenceClassifier, type RefOwner, type RefPacket, type RefRule } from './reference.js'
 import { buildPacket } from './packets.js'
 
@@ -207,13 +207,18 @@ describe('classifier vs linear-scan reference', () => {
     fc.assert(
       fc.property(big, fc.array(packet, { minLength: 200, maxLength: 200 }), (rules, packets) => {
         const reference = new ReferenceClassifier(rules, ['kernel', 'kernel'])
-        const set = new RuleSet(rules.map(toSpec))
+        const specs = rules.map(toSpec)
+        const set = new RuleSet(specs)
+        const linear = new LinearRuleScan(specs)
         const classifier = new Classifier({ ports: [{ name: 'p0', defaultOwner: OWNER_KERNEL }, { name: 'p1', defaultOwner: OWNER_KERNEL }], instances: ['a', 'b', 'c'], rules: set, now: () => 0, maxFlows: 1024 })
         const key = new Uint32Array(KEY_WORDS)
         for (const p of packets) {
           const expected = reference.classify(p)
           writeKey(p, key)
-          const decision = classifier.classifyKey(key, p.direction === 'in' ? Direction.In : Direction.Out)
+          const direction = p.direction === 'in' ? Direction.In : Direction.Out
+          const scanned = linear.lookup(key, direction)
+          expect(scanned).toBe(set.lookup(key, direction))
+          const decision = classifier.classifyKey(key, direction)
           expect({ owner: decision.owner, rule: classifier.ruleName(decision.rule), reason: REASON_NAMES[decision.reason] }).toEqual({ owner: ownerIndex(expected.owner), rule: expected.rule, reason: expected.reason })
         }
         expect(set.tupleCount).toBeGreaterThan(1)
