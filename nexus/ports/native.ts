@@ -188,7 +188,6 @@ export class NativePort implements NexusPort {
   readonly queues: readonly ChannelEnd[]
   private readonly device: NativeDevice
   private readonly counterWords: BigUint64Array
-  private readonly channels: SharedArrayBuffer[]
   private closed = false
   private closing: Promise<void> | undefined
   private finalCheck: PoolCheck | undefined
@@ -199,14 +198,12 @@ export class NativePort implements NexusPort {
     const queueCount = native.queues
     const countersSab = new SharedArrayBuffer(queueCount * COUNTER_SLOTS * 8)
     this.counterWords = new BigUint64Array(countersSab)
-    const channels: SharedArrayBuffer[] = []
     const ends: ChannelEnd[] = []
     try {
       for (let q = 0; q < queueCount; q++) {
         const sab = createChannel(channelOptions)
         const end = attachChannel(sab, 'b', { notifier: () => device.kick(q) })
         device.startQueue(q, new Uint8Array(sab), new Uint8Array(countersSab, q * COUNTER_SLOTS * 8, COUNTER_SLOTS * 8), () => end.wake())
-        channels.push(sab)
         ends.push(end)
       }
     } catch (err) {
@@ -214,7 +211,6 @@ export class NativePort implements NexusPort {
       device.close()
       throw err
     }
-    this.channels = channels
     this.queues = ends
     this.info = {
       name: native.name,
@@ -306,7 +302,10 @@ export class NativePort implements NexusPort {
    * that closing returned every buffer.
    */
   poolCheck(): PoolCheck {
-    if (this.finalCheck !== undefined) return this.finalCheck
+    return this.finalCheck ?? this.countPool()
+  }
+
+  private countPool(): PoolCheck {
     let free = 0
     let held = 0
     let total = 0
@@ -337,19 +336,8 @@ export class NativePort implements NexusPort {
     }
     // 3. The addon takes the returned rx buffers in and releases the device.
     this.device.close()
-    this.finalCheck = undefined
-    let free = 0
-    let held = 0
-    let total = 0
-    for (let q = 0; q < this.queues.length; q++) {
-      const b = this.queues[q].poolAccounting()
-      free += b.free + Number(this.counterWords[q * COUNTER_SLOTS + C_OWNED_FREE])
-      held += b.held
-      total += b.total
-    }
+    this.finalCheck = this.countPool()
     for (const end of this.queues) end.close()
-    this.finalCheck = { free, heldByUser: held, total, full: free === total }
     if (portClosed.hasSubscribers) portClosed.publish({ port: this.info, pool: this.finalCheck })
-    void this.channels
   }
 }

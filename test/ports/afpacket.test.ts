@@ -149,6 +149,33 @@ describe('afpacket port', () => {
     expect(port.poolCheck().full).toBe(true)
   })
 
+  it('returns every buffer when closed in the middle of a flood, with rx paused on a full pool', async () => {
+    const port = await openAfPacket({ name: 'fspa', netns: nsA, blockSize: 1 << 16, blockCount: 4, channel: { bufferCount: 64, ringCapacity: 64 } })
+    const mac = Buffer.from(port.info.mac!).toString('hex').match(/../g)!.join(':')
+    ip('-n', nsB, 'neigh', 'replace', '198.51.100.1', 'lladdr', mac, 'dev', 'fspb')
+    const flood = start(nsB, ['python3', '-c', "import socket,time\ns=socket.socket(2,2)\nt=time.time()+3\nwhile time.time()<t:\n  s.sendto(b'z'*100,('198.51.100.1',9))"])
+    const end = port.queues[0]
+    // Hold every buffer we receive: the I/O thread runs out and pauses.
+    const held: number[] = []
+    const deadline = Date.now() + 5_000
+    while (held.length < 32 && Date.now() < deadline) {
+      await end.waitForWork(50)
+      end.receive(64, (index) => void held.push(index))
+    }
+    expect(held).toHaveLength(32) // all of side A's buffers (half of 64) are with us now
+    const stallDeadline = Date.now() + 5_000
+    while (port.errorCounters().rxStalls === 0 && Date.now() < stallDeadline) await new Promise((r) => setTimeout(r, 10))
+    expect(port.errorCounters().rxStalls).toBeGreaterThan(0)
+    expect(port.poolCheck()).toMatchObject({ heldByUser: 32, full: false })
+    // Hand them back and close while the flood still runs.
+    for (const index of held) end.release(index)
+    end.flush()
+    await port.close()
+    flood.child.kill('SIGKILL')
+    await flood.exited
+    expect(port.poolCheck()).toMatchObject({ full: true, heldByUser: 0 })
+  })
+
   it('keeps receiving across a link flap', async () => {
     const port = await openAfPacket({ name: 'fspa', netns: nsA, blockSize: 1 << 16, blockCount: 4 })
     try {
