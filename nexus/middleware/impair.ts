@@ -92,7 +92,7 @@ class ImpairDirection {
     private readonly destination: CopyEnd,
     private readonly model: ImpairModel,
     private readonly clock: TimerClock,
-    private readonly batch: number,
+    batch: number,
   ) {
     this.queue = new DepartureQueue(model.options.queueLimit)
     this.perPacketBuffers = model.options.duplicate > 0 ? 2 : 1

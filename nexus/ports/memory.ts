@@ -460,7 +460,7 @@ class PumpLoop {
 
   private async run(): Promise<void> {
     let burst = 0
-    for (let guard = 0; !this.stopped; guard++) {
+    while (!this.stopped) {
       const moved = this.step()
       if (moved > 0) {
         if (++burst >= 16) {
@@ -504,11 +504,6 @@ function resolveBatch(batchSize: number | undefined): number {
 }
 
 // -------------------------------------------------------------------- wire
-
-export interface MemoryWire {
-  readonly ports: readonly [MemoryPort, MemoryPort]
-  close(): Promise<void>
-}
 
 /**
  * A point-to-point virtual wire: what one port transmits, the other receives.

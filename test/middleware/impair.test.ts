@@ -6,7 +6,7 @@ import { ImpairModel, VERDICT_DELIVER, VERDICT_LOST } from '../../nexus/middlewa
 import { VirtualClock } from '../../nexus/middleware/impair-clock.js'
 import { DepartureQueue } from '../../nexus/middleware/impair-queue.js'
 import { Xoshiro128, decisionUnit } from '../../nexus/middleware/impair-random.js'
-import { drain, frameSequence, poolsFull, sendOne, until, writeFrame, type Received } from '../ports/memory-helpers.js'
+import { drain, poolsFull, sendOne, until, writeFrame, type Received } from '../ports/memory-helpers.js'
 
 const SEED = 0x5eed
 const BROADCAST = new Uint8Array(6).fill(0xff)
