@@ -90,6 +90,8 @@ export interface StackCoreOptions {
   dad?: boolean
   /** Learn default routers and on-link prefixes from RAs. Default true. */
   acceptRouterAdvertisements?: boolean
+  /** RFC 4862 SLAAC from RA prefixes with the A flag (Ethernet links). Default true. */
+  slaac?: boolean
   /** Default TTL / hop limit. */
   hopLimit?: number
   /** ICMP errors per second and burst (per IP version). Default 1000/s, burst 50 (Linux's icmp_msgs_per_sec/burst). */
@@ -110,6 +112,10 @@ export interface LocalAddress {
   dadTimer: number
   /** Solicited-node multicast group (IPv6). */
   readonly solicitedNode: Uint8Array | null
+  /** When the address stops being valid (SLAAC lifetimes); Infinity for configured ones. */
+  validUntil: number
+  /** Made by SLAAC from a router advertisement. */
+  autoconfigured: boolean
 }
 
 export interface StackCoreEvents {
@@ -187,6 +193,7 @@ export class StackCore implements IpOutput {
   private readonly hopLimit: number
   private readonly dad: boolean
   private readonly acceptRa: boolean
+  private readonly slaac: boolean
   private readonly mac: Uint8Array
   private readonly ethernet: boolean
   private linkMtu: number
@@ -226,6 +233,7 @@ export class StackCore implements IpOutput {
     this.linkMtu = options.link.mtu
     this.dad = this.ethernet && options.dad !== false
     this.acceptRa = options.acceptRouterAdvertisements !== false
+    this.slaac = options.slaac !== false
     const rate = options.icmpRate ?? { perSecond: 1000, burst: 50 }
     this.icmpLimit4 = new TokenBucket(rate.perSecond, rate.burst, now)
     this.icmpLimit6 = new TokenBucket(rate.perSecond, rate.burst, now)
@@ -244,7 +252,8 @@ export class StackCore implements IpOutput {
       maxDatagrams: 64,
       maxBytes: 4 * 1024 * 1024,
       maxFragmentsPerDatagram: 64,
-      // RFC 8200 §4.5: 60 s for IPv6; Linux uses 30 s for IPv4 (RFC 1122 leaves it open).
+      // One timeout for both versions: RFC 8200 §4.5 says 60 s for IPv6, and
+      // RFC 1122 §3.3.2 recommends "between 60 seconds and 120 seconds" for IPv4.
       timeoutMs: 60_000,
       ...options.reassembly,
     })
@@ -272,6 +281,25 @@ export class StackCore implements IpOutput {
     const parsed = parseCidr(cidr)
     if (parsed === null) throw new TypeError(`not an address/prefix: ${cidr}`)
     return this.addAddressInternal(parsed.address, parsed.prefixLength, this.clock.now())
+  }
+
+  /** Remove an address (and its on-link route); false when it was not ours. */
+  removeAddress(cidr: string): boolean {
+    const parsed = parseCidr(cidr)
+    if (parsed === null) throw new TypeError(`not an address/prefix: ${cidr}`)
+    const local = this.addresses.find((a) => sameAddress(a.address, parsed.address))
+    if (local === undefined) return false
+    this.removeLocal(local)
+    return true
+  }
+
+  private removeLocal(local: LocalAddress): void {
+    const i = this.addresses.indexOf(local)
+    if (i === -1) return
+    this.addresses.splice(i, 1)
+    const stillOnLink = this.addresses.some((a) => a.prefixLength === local.prefixLength && prefixMatches(a.address, local.address, local.prefixLength))
+    if (!stillOnLink) this.routes.remove(local.address, local.prefixLength, null, 'connected')
+    this.routes.generation++
   }
 
   addRoute(spec: RouteSpec): Route {
@@ -302,6 +330,8 @@ export class StackCore implements IpOutput {
       // RFC 4862 §5.4.2: delay the first DAD solicitation by a random 0..MAX_RTR_SOLICITATION_DELAY (1 s).
       dadTimer: v6 && this.dad ? now + (this.random.nextUint32() % 1000) : Infinity,
       solicitedNode: v6 ? solicitedNodeAddress(address.v6) : null,
+      validUntil: Infinity,
+      autoconfigured: false,
     }
     this.addresses.push(local)
     // The on-link prefix of the address (a /32 or /128 adds nothing useful).
@@ -353,6 +383,11 @@ export class StackCore implements IpOutput {
         }
       }
     }
+    if (eth.tagged) {
+      // 802.1Q frames belong to a VLAN we are not a member of.
+      this.counters.link.InUnknownEthertype++
+      return
+    }
     const type = eth.ethertype
     const offset = eth.payloadOffset
     const length = eth.payloadLength
@@ -364,6 +399,8 @@ export class StackCore implements IpOutput {
 
   /** Run timers due at `now`. */
   poll(now: number = this.clock.now()): void {
+    // Nothing polled arrived as a link-layer broadcast (ICMP errors may be due).
+    this.rxLinkMulticast = false
     while (this.loopback.length > 0) {
       const packet = this.loopback.shift()!
       if (packet[0] >>> 4 === 4) this.ipv4Input(packet, 0, packet.length, now, false)
@@ -386,6 +423,11 @@ export class StackCore implements IpOutput {
     this.routes.expire(now)
     this.pmtu.expire(now)
     for (const local of this.addresses) if (local.dadTimer <= now) this.dadStep(local, now)
+    for (let i = this.addresses.length - 1; i >= 0; i--) {
+      const local = this.addresses[i]
+      // RFC 4862 §5.5.4: an address whose valid lifetime ends is removed.
+      if (local.validUntil <= now) this.removeLocal(local)
+    }
     if (this.nextRouterSolicit <= now) this.sendRouterSolicit(now)
     for (const t of this.transports) if (t?.poll !== undefined) t.poll(now)
     this.link.flush?.()
@@ -396,7 +438,7 @@ export class StackCore implements IpOutput {
     let next = this.loopback.length > 0 ? this.clock.now() : Infinity
     next = Math.min(next, this.neighbors.nextTimeout(), this.reassembly.nextTimeout(), this.pmtu.nextTimeout(), this.nextRouterSolicit)
     for (const r of this.routes.list()) if (r.expiresAt < next) next = r.expiresAt
-    for (const a of this.addresses) if (a.dadTimer < next) next = a.dadTimer
+    for (const a of this.addresses) next = Math.min(next, a.dadTimer, a.validUntil)
     for (const t of this.transports) if (t?.nextTimeout !== undefined) next = Math.min(next, t.nextTimeout())
     return next
   }
@@ -1264,13 +1306,20 @@ export class StackCore implements IpOutput {
     const router: IpAddress = { version: 6, v6: this.src6.v6.slice() }
     const routerLifetime = readU16(bytes, at + 6)
     let sourceLl: Uint8Array | null = null
-    const prefixes: { prefix: Uint8Array; length: number; onLink: boolean; valid: number }[] = []
+    const prefixes: { prefix: Uint8Array; length: number; onLink: boolean; autonomous: boolean; valid: number; preferred: number }[] = []
     let mtu = 0
     if (!this.ndpOptions(bytes, at + 16, at + length, (type, p, len) => {
       if (type === NDP_OPT_SOURCE_LL && len >= 8) sourceLl = bytes.slice(p + 2, p + 8)
       else if (type === NDP_OPT_MTU && len >= 8) mtu = readU32(bytes, p + 4)
       else if (type === NDP_OPT_PREFIX && len >= 32) {
-        prefixes.push({ prefix: bytes.slice(p + 16, p + 32), length: bytes[p + 2], onLink: (bytes[p + 3] & 0x80) !== 0, valid: readU32(bytes, p + 4) })
+        prefixes.push({
+          prefix: bytes.slice(p + 16, p + 32),
+          length: bytes[p + 2],
+          onLink: (bytes[p + 3] & 0x80) !== 0,
+          autonomous: (bytes[p + 3] & 0x40) !== 0,
+          valid: readU32(bytes, p + 4),
+          preferred: readU32(bytes, p + 8),
+        })
       }
     })) return
     this.nextRouterSolicit = Infinity // solicited or not, we have heard a router
@@ -1285,16 +1334,52 @@ export class StackCore implements IpOutput {
     else this.routes.add({ prefix: defaultPrefix, prefixLength: 0, via: router, source: 'ra', expiresAt: now + routerLifetime * 1000 })
     for (const p of prefixes) {
       // RFC 4861 §6.3.4: "If the prefix is the link-local prefix, silently ignore the Prefix Information option".
-      if (!p.onLink || isIpv6LinkLocal(p.prefix) || p.length > 128) continue
+      if (isIpv6LinkLocal(p.prefix) || p.length > 128) continue
       const prefix: IpAddress = { version: 6, v6: p.prefix }
-      if (p.valid === 0) this.routes.remove(prefix, p.length, null, 'ra')
-      else this.routes.add({ prefix, prefixLength: p.length, source: 'ra', expiresAt: p.valid === 0xffffffff ? Infinity : now + p.valid * 1000 })
+      if (p.onLink) {
+        if (p.valid === 0) this.routes.remove(prefix, p.length, null, 'ra')
+        else this.routes.add({ prefix, prefixLength: p.length, source: 'ra', expiresAt: lifetimeEnd(p.valid, now) })
+      }
+      if (p.autonomous && this.slaac) this.autoconfigure(p.prefix, p.length, p.valid, p.preferred, now)
     }
     // RFC 4861 §6.3.4: an MTU option smaller than the link MTU and at least 1280 sets the link MTU.
     if (mtu >= IPV6_MIN_MTU && mtu < this.link.mtu && mtu !== this.linkMtu) {
       this.linkMtu = mtu
       this.pmtu.generation++
     }
+  }
+
+  /**
+   * Stateless address autoconfiguration (RFC 4862 §5.5.3) from a Prefix
+   * Information option with the A flag: prefix + our modified EUI-64
+   * interface identifier, through DAD like any other address.
+   */
+  private autoconfigure(prefixBytes: Uint8Array, prefixLength: number, valid: number, preferred: number, now: number): void {
+    // "b) If the prefix is the link-local prefix, silently ignore" (done by the caller).
+    // "c) If the preferred lifetime is greater than the valid lifetime, silently ignore".
+    if (preferred > valid || !this.ethernet) return
+    // "the sum of the prefix length and interface identifier length [64 on Ethernet] MUST equal 128".
+    if (prefixLength !== 64) return
+    const v6 = linkLocalFromMac(this.mac)
+    v6.set(prefixBytes.subarray(0, 8), 0)
+    const address: IpAddress = { version: 6, v6 }
+    const existing = this.findLocalAny(address)
+    if (existing === null) {
+      if (valid === 0) return
+      const local = this.addAddressInternal(address, prefixLength, now)
+      local.validUntil = lifetimeEnd(valid, now)
+      local.autoconfigured = true
+      return
+    }
+    if (existing.validUntil === Infinity && existing.autoconfigured === false) return // configured by hand: not ours to age
+    // "e) ... If the received Valid Lifetime is greater than 2 hours or greater
+    // than RemainingLifetime, set the valid lifetime ... to the advertised
+    // Valid Lifetime"; otherwise keep at least two hours (a forged RA cannot
+    // cut an address short).
+    const remaining = existing.validUntil - now
+    const advertised = valid === 0xffffffff ? Infinity : valid * 1000
+    if (advertised > TWO_HOURS || advertised > remaining) existing.validUntil = now + advertised
+    else if (remaining > TWO_HOURS) existing.validUntil = now + TWO_HOURS
   }
 
   private sendNeighborAdvert(target: IpAddress, dst: IpAddress, solicited: boolean, override: boolean, now: number): void {
@@ -1834,6 +1919,12 @@ export class StackCore implements IpOutput {
 }
 
 const NDP_HOP_LIMIT = 255
+const TWO_HOURS = 2 * 3600 * 1000
+
+/** Absolute end of an NDP lifetime in seconds (0xffffffff = infinity). */
+function lifetimeEnd(seconds: number, now: number): number {
+  return seconds === 0xffffffff ? Infinity : now + seconds * 1000
+}
 const UNICAST_OK = { kind: 'unicast' as DestinationKind, tentative: false }
 const UNICAST_TENTATIVE = { kind: 'unicast' as DestinationKind, tentative: true }
 const MULTICAST_OK = { kind: 'multicast' as DestinationKind, tentative: false }

@@ -185,6 +185,30 @@ describe('IPv4 input and ICMP (RFC 791, 792, 1122)', () => {
   })
 })
 
+describe('interface configuration', () => {
+  it('removes an address with its on-link route', () => {
+    const s = ready()
+    expect(s.core.removeAddress('198.51.100.2/24')).toBe(true)
+    expect(s.core.isLocalAddress(ip('198.51.100.2'))).toBe(false)
+    expect(s.core.routes.lookup(ip('198.51.100.1'))).toBeNull()
+    s.core.input(frame4(ipv4Packet({ src: PEER, dst: US, protocol: 1 }, icmpv4Echo(8, 1, 1, fill(8)))))
+    expect(s.link.take()).toHaveLength(0)
+    expect(s.core.counters.ip.InAddrErrors).toBe(1)
+    expect(s.core.removeAddress('198.51.100.2/24')).toBe(false)
+  })
+
+  it('drops 802.1Q-tagged frames (no VLAN membership) and frames for other MACs', () => {
+    const s = ready()
+    const packet = ipv4Packet({ src: PEER, dst: US, protocol: 1 }, icmpv4Echo(8, 1, 1, fill(8)))
+    const tagged = concat(OUR_MAC, PEER_MAC, new Uint8Array([0x81, 0x00, 0x00, 0x05, 0x08, 0x00]), packet)
+    s.core.input(tagged)
+    s.core.input(ethernet(new Uint8Array([2, 9, 9, 9, 9, 9]), PEER_MAC, ETHERTYPE_IPV4, packet))
+    expect(s.link.take()).toHaveLength(0)
+    expect(s.core.counters.link.InUnknownEthertype).toBe(1)
+    expect(s.core.counters.link.InOtherHost).toBe(1)
+  })
+})
+
 describe('IPv4 output', () => {
   it('fragments a large datagram when DF is clear, and refuses it when DF is set', () => {
     const s = ready()

@@ -174,6 +174,50 @@ describe('NDP (RFC 4861) and DAD (RFC 4862)', () => {
   })
 })
 
+describe('SLAAC (RFC 4862 §5.5.3)', () => {
+  function raWithPrefix(flags: number, valid: number, preferred: number): Uint8Array {
+    const prefix = new Uint8Array(32)
+    prefix[0] = 3
+    prefix[1] = 4
+    prefix[2] = 64
+    prefix[3] = flags
+    prefix.set([valid >>> 24, (valid >>> 16) & 0xff, (valid >>> 8) & 0xff, valid & 0xff], 4)
+    prefix.set([preferred >>> 24, (preferred >>> 16) & 0xff, (preferred >>> 8) & 0xff, preferred & 0xff], 8)
+    prefix.set(v6('2001:db8:77::'), 16)
+    return icmpv6Frame(OUR_MAC, ROUTER_LL, ALL_NODES, 134, 0, (64 << 24) | 1800, concat(new Uint8Array(8), prefix))
+  }
+
+  it('forms prefix + EUI-64 from an A-flag prefix, runs DAD on it, and removes it when its valid lifetime ends', () => {
+    const s = makeStack({ addresses: [] })
+    s.core.input(raWithPrefix(0xc0, 3600, 1800))
+    const auto = s.core.addresses.find((a) => a.autoconfigured)!
+    expect(formatIpv6Address((auto.address as { v6: Uint8Array }).v6)).toBe('2001:db8:77::ff:fe00:2')
+    expect(auto.state).toBe('tentative')
+    for (let i = 0; i < 4; i++) {
+      s.clock.advance(1000)
+      s.core.poll()
+    }
+    expect(auto.state).toBe('preferred')
+    expect(s.core.isLocalAddress(ip('2001:db8:77::ff:fe00:2'))).toBe(true)
+    // A later RA announcing a short lifetime is ignored while less than two hours remain ("e)" rule) ...
+    s.core.input(raWithPrefix(0xc0, 60, 30))
+    expect(auto.validUntil - s.clock.t).toBe(3596_000)
+    // ... and a longer one extends it.
+    s.core.input(raWithPrefix(0xc0, 9000, 30))
+    expect(auto.validUntil - s.clock.t).toBe(9000_000)
+    s.clock.advance(9000_000)
+    s.core.poll()
+    expect(s.core.isLocalAddress(ip('2001:db8:77::ff:fe00:2'))).toBe(false)
+    expect(s.core.addresses.some((a) => a.autoconfigured)).toBe(false)
+  })
+
+  it('ignores prefixes whose preferred lifetime exceeds the valid one, and non-/64 prefixes', () => {
+    const s = makeStack({ addresses: [] })
+    s.core.input(raWithPrefix(0x40, 100, 200))
+    expect(s.core.addresses.some((a) => a.autoconfigured)).toBe(false)
+  })
+})
+
 describe('IPv6 input and ICMPv6 (RFC 8200, 4443)', () => {
   it('answers an echo request', () => {
     const s = ready()
