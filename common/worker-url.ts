@@ -1,3 +1,5 @@
+import { Worker, type WorkerOptions } from 'node:worker_threads'
+
 /**
  * Where a worker thread's entry file lives, and how to start it.
  *
@@ -18,4 +20,21 @@ export function workerEntry(relativeJsPath: string, importMetaUrl: string): Work
     }
   }
   return { url: new URL(relativeJsPath, importMetaUrl), execArgv: [] }
+}
+
+/**
+ * Starts a worker thread on `relativeJsPath`. From `.ts` sources (vitest),
+ * Node 20 does not apply a worker's `execArgv: ['--import', 'tsx']` to the
+ * worker's own entry module, so a tiny eval'd entry registers tsx first and
+ * then imports the file. (Piscina is unaffected: its own worker script is
+ * JavaScript and imports the task file after execArgv took effect.)
+ */
+export function startWorker(relativeJsPath: string, importMetaUrl: string, options: WorkerOptions = {}): Worker {
+  const entry = workerEntry(relativeJsPath, importMetaUrl)
+  if (entry.execArgv.length > 0) {
+    const tsxApi = import.meta.resolve('tsx/esm/api')
+    const source = `import { register } from ${JSON.stringify(tsxApi)}; register(); await import(${JSON.stringify(entry.url.href)})`
+    return new Worker(source, { ...options, eval: true })
+  }
+  return new Worker(entry.url, options)
 }

@@ -1,0 +1,803 @@
+// net.Socket and net.Server over a flowstack TCP connection. The shapes,
+// events and errors follow Node's lib/net.js so that node:http, node:tls and
+// undici run over these sockets unchanged.
+import { EventEmitter } from 'node:events'
+import { lookup as dnsLookup } from 'node:dns'
+import { isIP } from 'node:net'
+import { Duplex } from 'node:stream'
+import { systemError, type StackSystemError } from '../../common/errors.js'
+import { formatIpAddress, parseIpAddress, type IpAddress } from '../wire/address.js'
+import { TcpState, type TcpConnection } from '../core/tcp/connection.js'
+import type { TcpListener } from '../core/tcp/layer.js'
+import { TcpError, type TcpConnectionEvents, type TcpErrorCode } from '../core/tcp/types.js'
+import type { StackShell } from './shell.js'
+
+/** Largest chunk pushed to the readable side at once. */
+const READ_CHUNK = 64 * 1024
+
+export interface SocketAddressInfo {
+  address: string
+  family: 'IPv4' | 'IPv6'
+  port: number
+}
+
+export interface StackSocketOptions {
+  allowHalfOpen?: boolean
+  /** Node's `net.Socket` option names, accepted for compatibility. */
+  readable?: boolean
+  writable?: boolean
+  noDelay?: boolean
+  keepAlive?: boolean
+  keepAliveInitialDelay?: number
+}
+
+export interface StackConnectOptions extends StackSocketOptions {
+  port: number | string
+  host?: string
+  localAddress?: string
+  localPort?: number
+  family?: 0 | 4 | 6
+  timeout?: number
+  lookup?: typeof dnsLookup
+}
+
+const MESSAGES: Record<TcpErrorCode, string> = {
+  ECONNREFUSED: 'connect ECONNREFUSED',
+  ECONNRESET: 'read ECONNRESET',
+  ETIMEDOUT: 'connect ETIMEDOUT',
+  EPIPE: 'write EPIPE',
+  EHOSTUNREACH: 'connect EHOSTUNREACH',
+  ENETUNREACH: 'connect ENETUNREACH',
+}
+
+function familyName(address: IpAddress): 'IPv4' | 'IPv6' {
+  return address.version === 4 ? 'IPv4' : 'IPv6'
+}
+
+function toPort(value: number | string | undefined, what: string): number {
+  const port = typeof value === 'string' && value.trim() !== '' ? Number(value) : value
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    const err = new RangeError(`${what} should be >= 0 and < 65536. Received ${String(value)}.`) as RangeError & { code: string }
+    err.code = 'ERR_SOCKET_BAD_PORT'
+    throw err
+  }
+  return port
+}
+
+/**
+ * A `net.Socket`-compatible Duplex over a TCP connection of a flowstack
+ * stack. Backpressure is the TCP window: when the reader stops, the receive
+ * buffer fills and the advertised window closes; when the send buffer is
+ * full, write() returns false until the peer acknowledges.
+ */
+export class StackSocket extends Duplex {
+  connecting = false
+  bytesRead = 0
+  private written = 0
+  private conn: TcpConnection | null = null
+  private readonly shell: StackShell
+  private pendingWrite: { data: Uint8Array; offset: number; callback: (err?: Error | null) => void } | null = null
+  private pendingFinal: ((err?: Error | null) => void) | null = null
+  private readWanted = false
+  private peerEnded = false
+  private eventsScheduled = false
+  private connectedPending = false
+  private errorPending: TcpErrorCode | null = null
+  private closedPending = false
+  private hadError = false
+  private refed = true
+  private holdsRef = false
+  private idleTimeout = 0
+  private idleTimer: NodeJS.Timeout | null = null
+  private noDelay = false
+  private keepAliveSetting: { enabled: boolean; initialDelay: number } | null = null
+  private addressCache: { local: SocketAddressInfo | null; remote: SocketAddressInfo | null } = { local: null, remote: null }
+  private connectAddress: string | undefined
+  private connectPort: number | undefined
+
+  constructor(shell: StackShell, options: StackSocketOptions = {}) {
+    super({ allowHalfOpen: options.allowHalfOpen ?? false, emitClose: false, decodeStrings: true, autoDestroy: true })
+    this.shell = shell
+    if (options.noDelay) this.noDelay = true
+    if (options.keepAlive) this.keepAliveSetting = { enabled: true, initialDelay: options.keepAliveInitialDelay ?? 0 }
+  }
+
+  // ------------------------------------------------------------ attach
+
+  /** @internal Wraps an accepted (ESTABLISHED) connection. */
+  attachAccepted(conn: TcpConnection): void {
+    this.attach(conn)
+    this.takeRef()
+    this.applySocketOptions()
+    if (conn.readableBytes > 0) this.scheduleEvents()
+    if (conn.state !== TcpState.Established && conn.state !== TcpState.CloseWait) this.scheduleEvents()
+  }
+
+  private attach(conn: TcpConnection): void {
+    this.conn = conn
+    conn.events = this.tcpEvents
+    this.addressCache = { local: null, remote: null }
+  }
+
+  private readonly tcpEvents: TcpConnectionEvents = {
+    onConnected: () => {
+      this.connectedPending = true
+      this.scheduleEvents()
+    },
+    onReadable: () => this.scheduleEvents(),
+    onWritable: () => this.scheduleEvents(),
+    onPeerClosed: () => this.scheduleEvents(),
+    onError: (code) => {
+      this.errorPending = code
+      this.scheduleEvents()
+    },
+    onClosed: () => {
+      this.closedPending = true
+      this.scheduleEvents()
+    },
+  }
+
+  /**
+   * Core callbacks arrive in the middle of packet processing; everything they
+   * cause (reads, pushes, user callbacks that write again) runs on the next
+   * tick instead, so the core is never re-entered.
+   */
+  private scheduleEvents(): void {
+    if (this.eventsScheduled) return
+    this.eventsScheduled = true
+    process.nextTick(this.runEvents)
+  }
+
+  private readonly runEvents = (): void => {
+    this.eventsScheduled = false
+    const conn = this.conn
+    if (conn === null || this.destroyed) return
+    if (this.connectedPending) {
+      this.connectedPending = false
+      this.connecting = false
+      this.applySocketOptions()
+      this.refreshIdle()
+      this.emit('connect')
+      this.emit('ready')
+      // Writes and end() queued while connecting go out now.
+      this.continueWrite()
+    }
+    if (this.errorPending !== null) {
+      const code = this.errorPending
+      this.errorPending = null
+      this.destroy(this.errorFor(code))
+      return
+    }
+    this.pumpReadable()
+    this.continueWrite()
+    if (this.closedPending && conn.readableBytes === 0) {
+      this.closedPending = false
+      // Closed without an error: the peer's FIN arrived, or we are done.
+      if (!this.peerEnded) {
+        this.peerEnded = true
+        this.push(null)
+      }
+      if (this.pendingWrite !== null) {
+        const { callback } = this.pendingWrite
+        this.pendingWrite = null
+        callback(this.errorFor('EPIPE'))
+      }
+      if (this.pendingFinal !== null) {
+        const cb = this.pendingFinal
+        this.pendingFinal = null
+        cb()
+      }
+      // autoDestroy closes the socket once the buffered data is consumed and
+      // our side finished, as with net.Socket.
+    }
+  }
+
+  private errorFor(code: TcpErrorCode): StackSystemError {
+    const syscall = code === 'EPIPE' ? 'write' : code === 'ECONNRESET' ? 'read' : 'connect'
+    const remote = this.conn ? formatIpAddress(this.conn.remote) : this.connectAddress
+    const port = this.conn ? this.conn.remotePort : this.connectPort
+    if (syscall === 'connect') return systemError(code, { syscall, address: remote, port })
+    return systemError(code, { syscall, message: MESSAGES[code] })
+  }
+
+  // ------------------------------------------------------------ reading
+
+  private pumpReadable(): void {
+    const conn = this.conn
+    if (conn === null) return
+    while (this.readWanted && conn.readableBytes > 0) {
+      const chunk = Buffer.allocUnsafe(Math.min(conn.readableBytes, READ_CHUNK))
+      const n = conn.read(chunk)
+      this.bytesRead += n
+      this.refreshIdle()
+      this.readWanted = this.push(n === chunk.length ? chunk : chunk.subarray(0, n))
+    }
+    if (conn.readableBytes === 0 && this.peerFinished(conn) && !this.peerEnded) {
+      this.peerEnded = true
+      // Duplex ends our side on 'end' (after the buffered data is consumed)
+      // unless allowHalfOpen, as net.Socket does.
+      this.push(null)
+    }
+    this.shell.kick() // a read may have opened the window
+  }
+
+  private peerFinished(conn: TcpConnection): boolean {
+    switch (conn.state) {
+      case TcpState.CloseWait:
+      case TcpState.LastAck:
+      case TcpState.Closing:
+      case TcpState.TimeWait:
+        return true
+      case TcpState.Closed:
+        return this.closedPending || conn.error === null
+      default:
+        return false
+    }
+  }
+
+  override _read(): void {
+    this.readWanted = true
+    if (this.conn !== null && !this.connecting) this.pumpReadable()
+  }
+
+  // ------------------------------------------------------------ writing
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.pendingWrite = { data: chunk, offset: 0, callback }
+    if (!this.connecting) this.continueWrite()
+  }
+
+  private continueWrite(): void {
+    const conn = this.conn
+    if (conn === null || this.connecting) return
+    const pending = this.pendingWrite
+    if (pending !== null) {
+      let n: number
+      try {
+        n = conn.send(pending.data, pending.offset, pending.data.length - pending.offset)
+      } catch (err) {
+        this.pendingWrite = null
+        pending.callback(err instanceof TcpError ? this.errorFor('EPIPE') : (err as Error))
+        return
+      }
+      if (n > 0) {
+        this.written += n
+        this.refreshIdle()
+        this.shell.kick()
+      }
+      pending.offset += n
+      if (pending.offset < pending.data.length) return // onWritable continues
+      this.pendingWrite = null
+      pending.callback()
+    }
+    if (this.pendingFinal !== null && this.pendingWrite === null) {
+      const cb = this.pendingFinal
+      this.pendingFinal = null
+      conn.shutdownWrite()
+      this.shell.kick()
+      cb()
+    }
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.pendingFinal = callback
+    if (!this.connecting) this.continueWrite()
+  }
+
+  get bytesWritten(): number {
+    return this.written
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const conn = this.conn
+    this.clearIdle()
+    if (conn !== null && conn.state !== TcpState.Closed) {
+      // Like close(2): unread data or an error means RST, otherwise FIN.
+      if (err !== null || conn.readableBytes > 0) conn.abort()
+      else conn.shutdownWrite()
+      this.shell.kick()
+    }
+    if (conn !== null) {
+      // Keep the addresses readable after destroy, as net.Socket does.
+      this.address()
+      this.remoteInfo()
+      conn.events = {}
+    }
+    this.connecting = false
+    this.hadError = err !== null
+    this.dropRef()
+    callback(err)
+    process.nextTick(() => this.emit('close', this.hadError))
+  }
+
+  /** Sends RST and destroys the socket (net.Socket#resetAndDestroy). */
+  resetAndDestroy(): this {
+    const conn = this.conn
+    if (conn !== null && conn.state !== TcpState.Closed) {
+      conn.abort()
+      this.shell.kick()
+    }
+    this.destroy()
+    return this
+  }
+
+  destroySoon(): void {
+    if (this.writable) this.end()
+    if (this.writableFinished) this.destroy()
+    else this.once('finish', () => this.destroy())
+  }
+
+  // ------------------------------------------------------------ connect
+
+  /** @internal */
+  startConnect(options: StackConnectOptions, listener?: () => void): this {
+    if (listener) this.once('connect', listener)
+    const port = toPort(options.port, 'Port')
+    this.connectPort = port
+    const host = options.host ?? 'localhost'
+    this.connecting = true
+    this.takeRef()
+    if (options.timeout !== undefined) this.setTimeout(options.timeout)
+    if (options.noDelay) this.noDelay = true
+    if (options.keepAlive) this.keepAliveSetting = { enabled: true, initialDelay: options.keepAliveInitialDelay ?? 0 }
+    const literal = parseIpAddress(host)
+    if (literal !== null) {
+      process.nextTick(() => this.connectTo(literal, port, options))
+      return this
+    }
+    const lookup = options.lookup ?? dnsLookup
+    this.emit('lookup-start')
+    lookup(host, { family: options.family ?? 0 }, (err, address, family) => {
+      this.emit('lookup', err, address, family, host)
+      if (this.destroyed) return
+      if (err) {
+        this.destroy(err)
+        return
+      }
+      const parsed = parseIpAddress(String(address))
+      if (parsed === null) {
+        this.destroy(systemError('EINVAL', { syscall: 'connect', address: String(address), port }))
+        return
+      }
+      this.connectTo(parsed, port, options)
+    })
+    return this
+  }
+
+  private connectTo(remote: IpAddress, port: number, options: StackConnectOptions): void {
+    if (this.destroyed) return
+    this.connectAddress = formatIpAddress(remote)
+    const core = this.shell.core
+    let local: IpAddress | null
+    if (options.localAddress !== undefined) {
+      local = parseIpAddress(options.localAddress)
+      if (local === null || !core.isLocalAddress(local) || local.version !== remote.version) {
+        this.destroy(systemError('EADDRNOTAVAIL', { syscall: 'bind', address: options.localAddress, port: options.localPort ?? 0 }))
+        return
+      }
+    } else {
+      local = core.selectSource(remote)
+    }
+    if (local === null) {
+      this.destroy(systemError('ENETUNREACH', { syscall: 'connect', address: this.connectAddress, port }))
+      return
+    }
+    try {
+      const conn = this.shell.tcp.layer.connect({
+        local,
+        remote,
+        remotePort: port,
+        localPort: options.localPort,
+        noDelay: this.noDelay,
+        events: this.tcpEvents,
+      })
+      this.attach(conn)
+      this.shell.kick()
+    } catch (err) {
+      const code = err instanceof TcpError ? err.code : 'EINVAL'
+      this.destroy(systemError(code, { syscall: code === 'EADDRINUSE' ? 'bind' : 'connect', address: this.connectAddress, port }))
+    }
+  }
+
+  /** `socket.connect(...)` on an unconnected socket, like net.Socket#connect. */
+  connect(options: StackConnectOptions, listener?: () => void): this
+  connect(port: number, host?: string, listener?: () => void): this
+  connect(a: StackConnectOptions | number, b?: string | (() => void), c?: () => void): this {
+    if (typeof a === 'object') return this.startConnect(a, typeof b === 'function' ? b : undefined)
+    if (typeof b === 'function') return this.startConnect({ port: a }, b)
+    return this.startConnect({ port: a, host: b }, c)
+  }
+
+  // ------------------------------------------------------------ options
+
+  private applySocketOptions(): void {
+    const conn = this.conn
+    if (conn === null) return
+    if (this.noDelay) conn.setNoDelay(true)
+    if (this.keepAliveSetting !== null) {
+      const { enabled, initialDelay } = this.keepAliveSetting
+      conn.setKeepAlive(enabled, initialDelay > 0 ? { idleMs: initialDelay } : {})
+    }
+  }
+
+  setNoDelay(noDelay = true): this {
+    this.noDelay = noDelay
+    if (this.conn !== null && !this.connecting) {
+      this.conn.setNoDelay(noDelay)
+      this.shell.kick()
+    }
+    return this
+  }
+
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    this.keepAliveSetting = { enabled: enable, initialDelay: Math.max(0, Math.floor(initialDelay)) }
+    if (this.conn !== null && !this.connecting) this.applySocketOptions()
+    return this
+  }
+
+  /** Emits 'timeout' after `timeout` ms without activity, like net.Socket#setTimeout. */
+  setTimeout(timeout: number, callback?: () => void): this {
+    this.idleTimeout = timeout
+    if (callback) {
+      if (timeout === 0) this.removeListener('timeout', callback)
+      else this.once('timeout', callback)
+    }
+    this.refreshIdle()
+    return this
+  }
+
+  get timeout(): number | undefined {
+    return this.idleTimeout === 0 ? undefined : this.idleTimeout
+  }
+
+  private refreshIdle(): void {
+    if (this.idleTimeout <= 0 || this.destroyed) {
+      this.clearIdle()
+      return
+    }
+    if (this.idleTimer !== null) {
+      this.idleTimer.refresh()
+      return
+    }
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null
+      this.emit('timeout')
+    }, this.idleTimeout)
+    if (!this.refed) this.idleTimer.unref()
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== null) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = null
+    }
+  }
+
+  private takeRef(): void {
+    if (this.refed && !this.holdsRef) {
+      this.holdsRef = true
+      this.shell.ref()
+    }
+  }
+
+  private dropRef(): void {
+    if (this.holdsRef) {
+      this.holdsRef = false
+      this.shell.unref()
+    }
+  }
+
+  ref(): this {
+    this.refed = true
+    if (!this.destroyed && (this.conn !== null || this.connecting)) this.takeRef()
+    this.idleTimer?.ref()
+    return this
+  }
+
+  unref(): this {
+    this.refed = false
+    this.dropRef()
+    this.idleTimer?.unref()
+    return this
+  }
+
+  // ------------------------------------------------------------ addresses
+
+  address(): SocketAddressInfo | Record<string, never> {
+    if (this.addressCache.local === null && this.conn !== null) {
+      this.addressCache.local = { address: formatIpAddress(this.conn.local), family: familyName(this.conn.local), port: this.conn.localPort }
+    }
+    return this.addressCache.local ?? {}
+  }
+
+  private remoteInfo(): SocketAddressInfo | null {
+    if (this.addressCache.remote === null && this.conn !== null) {
+      this.addressCache.remote = { address: formatIpAddress(this.conn.remote), family: familyName(this.conn.remote), port: this.conn.remotePort }
+    }
+    return this.addressCache.remote
+  }
+
+  get localAddress(): string | undefined {
+    return (this.address() as Partial<SocketAddressInfo>).address
+  }
+  get localPort(): number | undefined {
+    return (this.address() as Partial<SocketAddressInfo>).port
+  }
+  get localFamily(): string | undefined {
+    return (this.address() as Partial<SocketAddressInfo>).family
+  }
+  get remoteAddress(): string | undefined {
+    return this.remoteInfo()?.address
+  }
+  get remotePort(): number | undefined {
+    return this.remoteInfo()?.port
+  }
+  get remoteFamily(): string | undefined {
+    return this.remoteInfo()?.family
+  }
+
+  get pending(): boolean {
+    return this.conn === null || this.connecting
+  }
+
+  get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
+    if (this.connecting) return 'opening'
+    if (this.readable && this.writable) return 'open'
+    if (this.readable && !this.writable) return 'readOnly'
+    if (!this.readable && this.writable) return 'writeOnly'
+    return 'closed'
+  }
+
+  /** The TCP state of the underlying connection, for diagnostics. */
+  get tcpState(): string {
+    return this.conn?.stateName ?? 'CLOSED'
+  }
+}
+
+export interface StackServerOptions {
+  allowHalfOpen?: boolean
+  noDelay?: boolean
+  keepAlive?: boolean
+  keepAliveInitialDelay?: number
+  pauseOnConnect?: boolean
+}
+
+export interface ListenOptions {
+  port?: number | string
+  host?: string
+  backlog?: number
+  ipv6Only?: boolean
+}
+
+/** A `net.Server`-compatible listener on a flowstack stack. */
+export class StackServer extends EventEmitter {
+  maxConnections = Infinity
+  private readonly shell: StackShell
+  private readonly options: StackServerOptions
+  private listener: TcpListener | null = null
+  private readonly sockets = new Set<StackSocket>()
+  private closing = false
+  private refed = true
+  private holdsRef = false
+  private boundAddress: SocketAddressInfo | null = null
+
+  constructor(shell: StackShell, options: StackServerOptions = {}, connectionListener?: (socket: StackSocket) => void) {
+    super()
+    this.shell = shell
+    this.options = options
+    if (connectionListener) this.on('connection', connectionListener)
+  }
+
+  get listening(): boolean {
+    return this.listener !== null
+  }
+
+  listen(port?: number, host?: string, backlog?: number, callback?: () => void): this
+  listen(port?: number, host?: string, callback?: () => void): this
+  listen(port?: number, callback?: () => void): this
+  listen(options: ListenOptions, callback?: () => void): this
+  listen(...args: unknown[]): this {
+    const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as () => void) : undefined
+    let options: ListenOptions
+    if (typeof args[0] === 'object' && args[0] !== null) options = args[0] as ListenOptions
+    else options = { port: args[0] as number | undefined, host: typeof args[1] === 'string' ? args[1] : undefined, backlog: typeof args[2] === 'number' ? args[2] : typeof args[1] === 'number' ? args[1] : undefined }
+    if (callback) this.once('listening', callback)
+    if (this.listener !== null) {
+      const err = new Error('Listen method has been called more than once without closing.') as Error & { code: string }
+      err.code = 'ERR_SERVER_ALREADY_LISTEN'
+      throw err
+    }
+    const requested = toPort(options.port ?? 0, 'options.port')
+    const host = options.host
+    let local: IpAddress | null = null
+    if (host !== undefined && host !== '' && host !== '0.0.0.0' && host !== '::') {
+      local = parseIpAddress(host)
+      if (local === null || !this.shell.core.isLocalAddress(local)) {
+        process.nextTick(() => this.emit('error', systemError('EADDRNOTAVAIL', { syscall: 'listen', address: host, port: requested })))
+        return this
+      }
+    }
+    const port = requested === 0 ? this.pickPort(local) : requested
+    try {
+      this.listener = this.shell.tcp.layer.listen(local, port, options.backlog ?? 511, (conn) => this.accept(conn))
+    } catch (err) {
+      const code = err instanceof TcpError ? err.code : 'EINVAL'
+      process.nextTick(() => this.emit('error', systemError(code, { syscall: 'listen', address: host ?? '::', port })))
+      return this
+    }
+    const anyFamily = host !== undefined && isIP(host) === 4 ? 'IPv4' : 'IPv6'
+    this.boundAddress = local !== null ? { address: formatIpAddress(local), family: familyName(local), port } : { address: host === '0.0.0.0' ? '0.0.0.0' : '::', family: anyFamily, port }
+    if (this.refed) this.takeRef()
+    process.nextTick(() => this.emit('listening'))
+    return this
+  }
+
+  private pickPort(local: IpAddress | null): number {
+    const layer = this.shell.tcp.layer
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const port = 49152 + (this.shell.core.nextIpv4Id() * 7919 + attempt * 104729) % 16384
+      try {
+        const probe = layer.listen(local, port, 1, () => {})
+        layer.closeListener(probe)
+        return port
+      } catch {
+        // in use: try another
+      }
+    }
+    for (let port = 49152; port <= 65535; port++) {
+      try {
+        const probe = layer.listen(local, port, 1, () => {})
+        layer.closeListener(probe)
+        return port
+      } catch {
+        // in use
+      }
+    }
+    return 0
+  }
+
+  private accept(conn: TcpConnection): void {
+    if (this.closing) {
+      conn.abort()
+      this.shell.kick()
+      return
+    }
+    if (this.sockets.size >= this.maxConnections) {
+      const info = { localAddress: formatIpAddress(conn.local), localPort: conn.localPort, localFamily: familyName(conn.local), remoteAddress: formatIpAddress(conn.remote), remotePort: conn.remotePort, remoteFamily: familyName(conn.remote) }
+      conn.abort()
+      this.shell.kick()
+      process.nextTick(() => this.emit('drop', info))
+      return
+    }
+    const socket = new StackSocket(this.shell, {
+      allowHalfOpen: this.options.allowHalfOpen,
+      noDelay: this.options.noDelay,
+      keepAlive: this.options.keepAlive,
+      keepAliveInitialDelay: this.options.keepAliveInitialDelay,
+    })
+    socket.attachAccepted(conn)
+    this.sockets.add(socket)
+    socket.once('close', () => {
+      this.sockets.delete(socket)
+      this.maybeClosed()
+    })
+    if (this.options.pauseOnConnect) socket.pause()
+    process.nextTick(() => this.emit('connection', socket))
+  }
+
+  address(): SocketAddressInfo | null {
+    return this.listener !== null ? this.boundAddress : null
+  }
+
+  close(callback?: (err?: Error) => void): this {
+    if (callback) {
+      if (this.listener === null && !this.closing) {
+        const err = new Error('Server is not running.') as Error & { code: string }
+        err.code = 'ERR_SERVER_NOT_RUNNING'
+        process.nextTick(() => callback(err))
+      } else {
+        this.once('close', () => callback())
+      }
+    }
+    if (this.listener !== null) {
+      this.shell.tcp.layer.closeListener(this.listener)
+      this.listener = null
+      this.shell.kick()
+    }
+    this.closing = true
+    this.dropRef()
+    this.maybeClosed()
+    return this
+  }
+
+  private maybeClosed(): void {
+    if (this.closing && this.listener === null && this.sockets.size === 0) {
+      this.closing = false
+      process.nextTick(() => this.emit('close'))
+    }
+  }
+
+  getConnections(callback: (err: Error | null, count: number) => void): this {
+    const count = this.sockets.size
+    process.nextTick(() => callback(null, count))
+    return this
+  }
+
+  private takeRef(): void {
+    if (!this.holdsRef) {
+      this.holdsRef = true
+      this.shell.ref()
+    }
+  }
+
+  private dropRef(): void {
+    if (this.holdsRef) {
+      this.holdsRef = false
+      this.shell.unref()
+    }
+  }
+
+  ref(): this {
+    this.refed = true
+    if (this.listener !== null) this.takeRef()
+    return this
+  }
+
+  unref(): this {
+    this.refed = false
+    this.dropRef()
+    return this
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.listener === null) return
+    await new Promise<void>((resolve) => this.close(() => resolve()))
+  }
+}
+
+/** `stack.net`: the subset of node:net that runs over a flowstack stack. */
+export interface StackNet {
+  createServer(connectionListener?: (socket: StackSocket) => void): StackServer
+  createServer(options: StackServerOptions, connectionListener?: (socket: StackSocket) => void): StackServer
+  connect(options: StackConnectOptions, connectListener?: () => void): StackSocket
+  connect(port: number, host?: string, connectListener?: () => void): StackSocket
+  createConnection(options: StackConnectOptions, connectListener?: () => void): StackSocket
+  createConnection(port: number, host?: string, connectListener?: () => void): StackSocket
+  Socket: new (options?: StackSocketOptions) => StackSocket
+  Server: new (options?: StackServerOptions, connectionListener?: (socket: StackSocket) => void) => StackServer
+  isIP: typeof isIP
+}
+
+export function createStackNet(shell: StackShell): StackNet {
+  function createServer(a?: StackServerOptions | ((socket: StackSocket) => void), b?: (socket: StackSocket) => void): StackServer {
+    if (typeof a === 'function') return new StackServer(shell, {}, a)
+    return new StackServer(shell, a ?? {}, b)
+  }
+  function connect(a: StackConnectOptions | number, b?: string | (() => void), c?: () => void): StackSocket {
+    const options = typeof a === 'object' ? a : {}
+    const socket = new StackSocket(shell, options)
+    if (typeof a === 'object') return socket.connect(a, typeof b === 'function' ? b : undefined)
+    if (typeof b === 'function') return socket.connect(a, undefined, b)
+    return socket.connect(a, b, c)
+  }
+  class BoundSocket extends StackSocket {
+    constructor(options?: StackSocketOptions) {
+      super(shell, options)
+    }
+  }
+  class BoundServer extends StackServer {
+    constructor(options?: StackServerOptions, connectionListener?: (socket: StackSocket) => void) {
+      super(shell, options, connectionListener)
+    }
+  }
+  return {
+    createServer: createServer as StackNet['createServer'],
+    connect: connect as StackNet['connect'],
+    createConnection: connect as StackNet['createConnection'],
+    Socket: BoundSocket,
+    Server: BoundServer,
+    isIP,
+  }
+}

@@ -1,0 +1,182 @@
+// createStack: a complete flowstack stack in the calling thread, on any
+// NexusPort. The runtime hands the same object to apps in their instance
+// worker (DESIGN.md §4).
+import * as http from 'node:http'
+import type { Duplex } from 'node:stream'
+import { Agent as UndiciAgent, fetch as undiciFetch, type Dispatcher } from 'undici'
+import type { NexusPort } from '../../nexus/ports/port.js'
+import type { Clock, Random } from '../core/contracts.js'
+import type { RouteSpec } from '../core/stack.js'
+import type { StackCounters } from '../core/counters.js'
+import type { TcpCounters } from '../core/tcp/types.js'
+import { createStackNet, type StackConnectOptions, type StackNet, type StackSocket } from './net.js'
+import { StackShell, type StackTcpOptions } from './shell.js'
+
+export interface CreateStackOptions {
+  port: NexusPort
+  /** Our addresses with their prefixes: '198.51.100.2/24', '2001:db8::2/64'. */
+  addresses: string[]
+  routes?: RouteSpec[]
+  tcp?: StackTcpOptions
+  /**
+   * RFC 4862 duplicate address detection for IPv6 addresses on Ethernet
+   * ports (default true). createStack resolves once DAD has finished, so the
+   * addresses are usable; an address found duplicate is an error.
+   */
+  dad?: boolean
+  /** Injected for deterministic tests. */
+  clock?: Clock
+  random?: Random
+}
+
+export interface StackHttp {
+  /** An http.Agent whose connections are made on this stack (keep-alive by default). */
+  Agent: new (options?: http.AgentOptions) => http.Agent
+  /** A shared keep-alive agent. */
+  globalAgent: http.Agent
+  request(url: string | URL, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  request(url: string | URL, options?: http.RequestOptions, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  request(options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  get(url: string | URL, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  get(url: string | URL, options?: http.RequestOptions, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  get(options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void): http.ClientRequest
+  /** node:http's createServer, fed with this stack's connections once listen() is called on it. */
+  createServer: typeof http.createServer
+}
+
+export interface StackStats {
+  ip: StackCounters
+  tcp: TcpCounters
+  tcpConnections: number
+  malformed: Record<string, number>
+  link: { txDroppedRingFull: number; rxOffloadDrops: number }
+}
+
+export interface Stack {
+  readonly net: StackNet
+  readonly http: StackHttp
+  /** WHATWG fetch over this stack (undici with a connector on stack.net). */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>
+  /** An undici Dispatcher whose connections use this stack, for undici.request() and friends. */
+  readonly dispatcher: Dispatcher
+  /** Counters in `netstat -s` families. */
+  stats(): StackStats
+  /** Closes every socket and server and stops the stack; the port stays open. */
+  close(): Promise<void>
+  /** @internal the imperative shell, for the runtime and tests. */
+  readonly shell: StackShell
+}
+
+function createStackHttp(net: StackNet): StackHttp {
+  class StackAgent extends http.Agent {
+    constructor(options?: http.AgentOptions) {
+      super({ keepAlive: true, ...options })
+    }
+    override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: Duplex) => void): Duplex {
+      const socket = net.connect({ host: options.host ?? 'localhost', port: Number(options.port ?? 80), localAddress: options.localAddress })
+      if (callback) {
+        socket.once('connect', () => callback(null, socket))
+        socket.once('error', (err: Error) => callback(err, socket))
+        return undefined as unknown as Duplex
+      }
+      return socket
+    }
+  }
+  const globalAgent = new StackAgent()
+  function withAgent(args: unknown[]): unknown[] {
+    const out = [...args]
+    const optionsIndex = typeof out[0] === 'object' && out[0] !== null && !(out[0] instanceof URL) ? 0 : typeof out[1] === 'object' && out[1] !== null ? 1 : -1
+    if (optionsIndex === -1) out.splice(1, 0, { agent: globalAgent })
+    else out[optionsIndex] = { agent: globalAgent, ...(out[optionsIndex] as object) }
+    return out
+  }
+  return {
+    Agent: StackAgent,
+    globalAgent,
+    request: ((...args: unknown[]) => (http.request as (...a: unknown[]) => http.ClientRequest)(...withAgent(args))) as StackHttp['request'],
+    get: ((...args: unknown[]) => (http.get as (...a: unknown[]) => http.ClientRequest)(...withAgent(args))) as StackHttp['get'],
+    createServer: ((...args: unknown[]) => {
+      const server = (http.createServer as (...a: unknown[]) => http.Server)(...args)
+      // node:http's Server is a net.Server; feed it this stack's connections
+      // instead of a kernel listener.
+      const stackServer = net.createServer((socket: StackSocket) => server.emit('connection', socket))
+      const listen = (...listenArgs: unknown[]): http.Server => {
+        stackServer.once('listening', () => server.emit('listening'))
+        stackServer.on('error', (err) => server.emit('error', err))
+        ;(stackServer.listen as (...a: unknown[]) => unknown)(...listenArgs)
+        return server
+      }
+      Object.defineProperty(server, 'listen', { value: listen, configurable: true, writable: true })
+      Object.defineProperty(server, 'address', { value: () => stackServer.address(), configurable: true, writable: true })
+      const closeHttp = server.close.bind(server)
+      Object.defineProperty(server, 'close', {
+        value: (callback?: (err?: Error) => void) => {
+          stackServer.close()
+          server.closeIdleConnections?.()
+          return closeHttp(callback)
+        },
+        configurable: true,
+        writable: true,
+      })
+      Object.defineProperty(server, 'listening', { get: () => stackServer.listening, configurable: true })
+      return server
+    }) as typeof http.createServer,
+  }
+}
+
+export async function createStack(options: CreateStackOptions): Promise<Stack> {
+  const shell = new StackShell({
+    port: options.port,
+    addresses: options.addresses,
+    routes: options.routes,
+    tcp: options.tcp,
+    clock: options.clock,
+    random: options.random,
+    dad: options.dad,
+  })
+  await shell.addressesSettled()
+  const net = createStackNet(shell)
+  const httpHelpers = createStackHttp(net)
+  const dispatcher = new UndiciAgent({
+    connect: (connectOptions, callback) => {
+      const socket = net.connect({ host: connectOptions.hostname, port: Number(connectOptions.port || (connectOptions.protocol === 'https:' ? 443 : 80)) } satisfies StackConnectOptions)
+      let settled = false
+      socket.once('connect', () => {
+        if (settled) return
+        settled = true
+        ;(callback as (err: Error | null, socket: unknown) => void)(null, socket)
+      })
+      socket.once('error', (err: Error) => {
+        if (settled) return
+        settled = true
+        callback(err, null)
+      })
+    },
+  })
+  let closed = false
+  const stack: Stack = {
+    net,
+    http: httpHelpers,
+    dispatcher,
+    shell,
+    fetch: (input, init) => undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as object), dispatcher } as Parameters<typeof undiciFetch>[1]) as unknown as Promise<Response>,
+    stats: () => ({
+      ip: shell.core.counters,
+      tcp: shell.tcp.layer.counters,
+      tcpConnections: shell.tcp.layer.connectionCount,
+      malformed: shell.core.malformed,
+      link: { txDroppedRingFull: shell.link.droppedRingFull, rxOffloadDrops: shell.rxOffloadDrops },
+    }),
+    close: async () => {
+      if (closed) return
+      closed = true
+      httpHelpers.globalAgent.destroy()
+      await dispatcher.close().catch(() => {})
+      for (const conn of [...shell.tcp.layer.allConnections()]) conn.abort()
+      shell.kick()
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      await shell.close()
+    },
+  }
+  return stack
+}

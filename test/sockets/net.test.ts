@@ -1,0 +1,169 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createMemoryWire } from '../../nexus/ports/memory.js'
+import type { NexusPort } from '../../nexus/ports/port.js'
+import { createStack, type Stack } from '../../stacks/sockets/stack.js'
+import type { StackSocket } from '../../stacks/sockets/net.js'
+
+const cleanups: (() => Promise<void>)[] = []
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!()
+})
+
+/** Two stacks on a memory wire. DAD is off unless asked for: it costs about a second per stack. */
+async function pair(options: { dad?: boolean } = {}): Promise<[Stack, Stack]> {
+  const [portA, portB] = createMemoryWire({ linkType: 'ethernet' })
+  const dad = options.dad ?? false
+  const a = await createStack({ port: portA, addresses: ['198.51.100.1/24', '2001:db8::1/64'], dad })
+  const b = await createStack({ port: portB, addresses: ['198.51.100.2/24', '2001:db8::2/64'], dad })
+  cleanups.push(async () => {
+    await a.close()
+    await b.close()
+    await closePort(portA)
+    await closePort(portB)
+  })
+  return [a, b]
+}
+
+async function closePort(port: NexusPort): Promise<void> {
+  await port.close()
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+async function readAll(socket: StackSocket): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of socket) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+describe('stack.net over a memory wire', () => {
+  for (const [family, serverHost] of [['IPv4', '198.51.100.1'], ['IPv6', '2001:db8::1']] as const) {
+    it(`echoes 2 MB over ${family} with content intact and Node-shaped socket fields`, async () => {
+      // IPv6 runs with DAD: createStack resolves only once the addresses are usable.
+      const [a, b] = await pair({ dad: family === 'IPv6' })
+      if (family === 'IPv6') expect(a.shell.core.addresses.every((address) => address.state === 'preferred')).toBe(true)
+      const server = a.net.createServer((socket) => socket.pipe(socket))
+      server.listen(7000, serverHost)
+      await once(server, 'listening')
+      expect(server.address()).toEqual({ address: serverHost, family, port: 7000 })
+
+      const payload = randomBytes(2 * 1024 * 1024)
+      const client = b.net.connect({ host: serverHost, port: 7000 })
+      await once(client, 'connect')
+      expect(client.remoteAddress).toBe(serverHost)
+      expect(client.remotePort).toBe(7000)
+      expect(client.remoteFamily).toBe(family)
+      expect(client.localPort).toBeGreaterThanOrEqual(1024)
+      const closed = once(client, 'close')
+      const received = readAll(client)
+      client.end(payload)
+      const echoed = await received
+      expect(echoed.length).toBe(payload.length)
+      expect(sha256(echoed)).toBe(sha256(payload))
+      expect(client.bytesWritten).toBe(payload.length)
+      expect(client.bytesRead).toBe(payload.length)
+      const [hadError] = (await closed) as [boolean]
+      expect(hadError).toBe(false)
+      expect(client.bytesRead).toBe(payload.length) // still readable after destroy
+      server.close()
+      await once(server, 'close')
+    })
+  }
+
+  it('refuses a connection to a closed port with ECONNREFUSED shaped like node:net', async () => {
+    const [, b] = await pair()
+    const client = b.net.connect(7001, '198.51.100.1')
+    const [err] = (await once(client, 'error')) as [NodeJS.ErrnoException & { address: string; port: number }]
+    expect(err.code).toBe('ECONNREFUSED')
+    expect(err.errno).toBe(-111)
+    expect(err.syscall).toBe('connect')
+    expect(err.address).toBe('198.51.100.1')
+    expect(err.port).toBe(7001)
+    expect(err.message).toBe('connect ECONNREFUSED 198.51.100.1:7001')
+  })
+
+  it('reports EADDRINUSE for a second listener on the same port', async () => {
+    const [a] = await pair()
+    const first = a.net.createServer().listen(7002)
+    await once(first, 'listening')
+    const second = a.net.createServer().listen(7002)
+    const [err] = (await once(second, 'error')) as [NodeJS.ErrnoException]
+    expect(err.code).toBe('EADDRINUSE')
+    expect(err.syscall).toBe('listen')
+    first.close()
+  })
+
+  it('half-closes with allowHalfOpen and delivers the reply after our FIN', async () => {
+    const [a, b] = await pair()
+    const server = a.net.createServer({ allowHalfOpen: true }, (socket) => {
+      const parts: Buffer[] = []
+      socket.on('data', (d: Buffer) => parts.push(d))
+      // Our read side ended (the client's FIN); our write side is still open.
+      socket.on('end', () => socket.end(Buffer.concat([Buffer.from('got '), ...parts])))
+    })
+    server.listen(7003)
+    await once(server, 'listening')
+    const client = b.net.connect({ host: '198.51.100.1', port: 7003, allowHalfOpen: true })
+    await once(client, 'connect')
+    client.end('hello')
+    expect((await readAll(client)).toString()).toBe('got hello')
+    server.close()
+  })
+
+  it('applies backpressure: a paused reader stops the sender and resuming delivers everything', async () => {
+    const [a, b] = await pair()
+    let serverSocket: StackSocket | null = null
+    const server = a.net.createServer((socket) => {
+      serverSocket = socket
+      socket.pause()
+    })
+    server.listen(7004)
+    await once(server, 'listening')
+    const client = b.net.connect(7004, '198.51.100.1')
+    await once(client, 'connect')
+    const chunk = Buffer.alloc(64 * 1024, 7)
+    let writes = 0
+    while (client.write(chunk) && writes < 1000) writes++
+    expect(writes).toBeLessThan(1000) // write() returned false: the window closed
+    await new Promise((r) => setTimeout(r, 50))
+    const before = client.bytesWritten
+    await new Promise((r) => setTimeout(r, 100))
+    expect(client.bytesWritten).toBe(before) // nothing moves while paused
+    const total = (writes + 1) * chunk.length
+    client.end()
+    const received = await readAll(serverSocket!.resume() as StackSocket)
+    expect(received.length).toBe(total)
+    server.close()
+  })
+
+  it('runs node:http and fetch over the stack', async () => {
+    const [a, b] = await pair()
+    const server = a.http.createServer((req, res) => {
+      res.setHeader('content-type', 'text/plain')
+      res.end(`hello ${req.method} ${req.url}`)
+    })
+    server.listen(8080)
+    await once(server, 'listening')
+
+    const body = await new Promise<string>((resolve, reject) => {
+      b.http
+        .get('http://198.51.100.1:8080/a', (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => (text += d))
+          res.on('end', () => resolve(text))
+        })
+        .on('error', reject)
+    })
+    expect(body).toBe('hello GET /a')
+
+    const response = await b.fetch('http://[2001:db8::1]:8080/b', { method: 'POST', body: 'x' })
+    expect(response.status).toBe(200)
+    expect(await response.text()).toBe('hello POST /b')
+    server.close()
+  })
+})
