@@ -19,6 +19,7 @@
 // per direction, armed for the earliest departure (never one per packet), on
 // an injected clock, so simulations run on a VirtualClock.
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
+import { channel as diagnosticsChannel } from 'node:diagnostics_channel'
 import { FlowstackError } from '../../common/errors.js'
 import { attachChannel, createChannel, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
 import type { NexusPort, PortCounters, PortInfo, PortQueueCounters } from '../ports/port.js'
@@ -70,6 +71,8 @@ function emptyDirectionCounters(): ImpairDirectionCounters {
   return { arrived: 0, delivered: 0, deliveredBytes: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0, queueFull: 0, oversize: 0, ringFull: 0, poolEmpty: 0, held: 0 }
 }
 
+const impairErrorChannel = diagnosticsChannel('flowstack:impair:error')
+
 const DIRECTION_RX = 0
 const DIRECTION_TX = 1
 
@@ -97,7 +100,12 @@ class ImpairDirection {
     this.queue = new DepartureQueue(model.options.queueLimit)
     this.perPacketBuffers = model.options.duplicate > 0 ? 2 : 1
     this.stash = new Int32Array(batch * this.perPacketBuffers)
-    this.done = this.run()
+    // A direction that throws stops and says why (diagnostics_channel
+    // flowstack:impair:error) instead of becoming an unhandled rejection.
+    this.done = this.run().catch((err: unknown) => {
+      this.stopped = true
+      if (impairErrorChannel.hasSubscribers) impairErrorChannel.publish({ error: err })
+    })
   }
 
   private async run(): Promise<void> {
@@ -225,7 +233,12 @@ class ImpairDirection {
   private readonly onTimer = (): void => {
     this.timer = undefined
     this.timerDeadline = Infinity
-    this.step()
+    try {
+      this.step()
+    } catch (err) {
+      this.stopped = true
+      if (impairErrorChannel.hasSubscribers) impairErrorChannel.publish({ error: err })
+    }
   }
 
   /** Stops the loop and the timer and frees every held or stashed buffer. */

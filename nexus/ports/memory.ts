@@ -14,6 +14,7 @@
 // Counters live in a small SharedArrayBuffer next to the channel so a worker
 // holding side B reads the same numbers the pump writes.
 import { threadId } from 'node:worker_threads'
+import { channel as diagnosticsChannel } from 'node:diagnostics_channel'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { FlowstackError } from '../../common/errors.js'
 import { attachChannel, createChannel, type ChannelEnd, type CreateChannelOptions, type PoolAccounting } from '../channel/index.js'
@@ -450,12 +451,20 @@ class PumpLoop {
   private stopped = false
   private readonly done: Promise<void>
 
+  /** Why the loop stopped by itself, if it did (also published on flowstack:memory:pump-error). */
+  failure: unknown
+
   constructor(
     private readonly step: () => number,
     private readonly source: DevicePort,
     private readonly blockedOn: () => DevicePort | undefined,
   ) {
-    this.done = this.run()
+    // A pump that throws must not become an unhandled rejection that takes
+    // the process down: it stops, says why, and close() still cleans up.
+    this.done = this.run().catch((err: unknown) => {
+      this.failure = err
+      if (pumpErrorChannel.hasSubscribers) pumpErrorChannel.publish({ port: this.source, error: err })
+    })
   }
 
   private async run(): Promise<void> {
@@ -496,6 +505,7 @@ class PumpLoop {
 }
 
 const DEFAULT_BATCH = 64
+const pumpErrorChannel = diagnosticsChannel('flowstack:memory:pump-error')
 
 function resolveBatch(batchSize: number | undefined): number {
   const batch = batchSize ?? DEFAULT_BATCH
