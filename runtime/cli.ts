@@ -20,4 +20,25 @@ program
     process.exitCode = await decodeCommand(file)
   })
 
+program
+  .command('check')
+  .description('validate a config: a one-screen summary and exit 0, or every problem (path: reason) and exit 1')
+  .argument('<config>', 'ProtoJSON (.json) or binary (.binpb) config')
+  .action(async (config: string) => {
+    const { checkCommand } = await import('./commands/check.js')
+    process.exitCode = await checkCommand(config)
+  })
+
+program
+  .command('classify')
+  .description("print the classifier's decision for every packet of a capture, as if received on a port of the config")
+  .argument('<file>', 'pcap or pcapng file')
+  .requiredOption('-c, --config <config>', 'config whose rules and ports decide')
+  .option('-p, --port <name>', 'ingress port (default: the first port of the config)')
+  .option('-w, --workers <n>', 'worker threads for large captures', (v: string) => Number.parseInt(v, 10))
+  .action(async (file: string, options: { config: string; port?: string; workers?: number }) => {
+    const { classifyCommand } = await import('./commands/classify.js')
+    process.exitCode = await classifyCommand(file, options)
+  })
+
 await program.parseAsync(process.argv)
