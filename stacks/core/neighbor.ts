@@ -9,8 +9,14 @@ export type NeighborState = 'incomplete' | 'reachable' | 'stale' | 'delay' | 'pr
 
 export interface NeighborConfig {
   maxEntries: number
-  /** Packets held per unresolved neighbour (RFC 4861 §7.2.2: "at least one"; Linux holds a few). */
+  /**
+   * Packets held per unresolved neighbour (RFC 4861 §7.2.2: "at least one").
+   * Enough for a fragmented 64 KiB datagram, whose early fragments must not
+   * be pushed out by its later ones.
+   */
   maxPendingPerEntry: number
+  /** Bytes held across all unresolved neighbours (bounds memory under a resolution flood). */
+  maxPendingBytes: number
   /** RFC 4861 §10 MAX_MULTICAST_SOLICIT = 3. */
   maxMulticastSolicit: number
   /** RFC 4861 §10 MAX_UNICAST_SOLICIT = 3. */
@@ -27,7 +33,8 @@ export interface NeighborConfig {
 
 export const DEFAULT_NEIGHBOR_CONFIG: NeighborConfig = {
   maxEntries: 512,
-  maxPendingPerEntry: 8,
+  maxPendingPerEntry: 64,
+  maxPendingBytes: 1024 * 1024,
   maxMulticastSolicit: 3,
   maxUnicastSolicit: 3,
   retransTimerMs: 1000,
@@ -69,6 +76,7 @@ export interface NeighborCounters {
 
 export class NeighborCache {
   private entries: NeighborEntry[] = []
+  private pendingBytes = 0
   /** Bumps when a usable link address appears, changes or goes away. */
   generation = 0
   readonly counters: NeighborCounters = { resolutions: 0, resolutionFailures: 0, pendingDrops: 0, tableFull: 0 }
@@ -123,10 +131,15 @@ export class NeighborCache {
     if (packet === null) return 'queued'
     if (e.pending.length >= this.config.maxPendingPerEntry) {
       // RFC 4861 §7.2.2: "If the queue overflows, the new packet SHOULD replace the oldest entry."
-      e.pending.shift()
+      this.pendingBytes -= e.pending.shift()!.length
       this.counters.pendingDrops++
     }
+    if (this.pendingBytes + packet.length > this.config.maxPendingBytes) {
+      this.counters.pendingDrops++
+      return 'no-buffer'
+    }
     e.pending.push(packet.slice())
+    this.pendingBytes += packet.length
     return 'queued'
   }
 
@@ -154,7 +167,7 @@ export class NeighborCache {
       // MUST be set to REACHABLE; otherwise, it MUST be set to STALE."
       this.enter(e, solicited ? 'reachable' : 'stale', now)
       this.hooks.resolved(e, now)
-      e.pending.length = 0
+      this.releasePending(e)
       return
     }
     const differs = mac !== null && !macEquals(e.mac, mac)
@@ -178,7 +191,9 @@ export class NeighborCache {
 
   remove(address: IpAddress): void {
     const e = this.get(address)
-    if (e !== null) this.drop(e)
+    if (e === null) return
+    this.drop(e)
+    this.releasePending(e)
   }
 
   poll(now: number): void {
@@ -196,6 +211,7 @@ export class NeighborCache {
             this.counters.resolutionFailures++
             this.drop(e)
             this.hooks.failed(e, now)
+            this.releasePending(e)
           }
           break
         case 'reachable':
@@ -276,6 +292,16 @@ export class NeighborCache {
     const i = this.entries.indexOf(e)
     if (i !== -1) this.entries.splice(i, 1)
     if (e.hasMac) this.generation++
+  }
+
+  private releasePending(e: NeighborEntry): void {
+    for (const p of e.pending) this.pendingBytes -= p.length
+    e.pending.length = 0
+  }
+
+  /** Bytes held in pending queues. */
+  get pendingByteCount(): number {
+    return this.pendingBytes
   }
 }
 

@@ -214,6 +214,8 @@ export class StackCore implements IpOutput {
   private readonly macScratch = new Uint8Array(6)
   /** Packets built before they can go straight to the link (fragmentation, ARP/NDP queue). */
   private readonly scratch = new Uint8Array(MAX_IPV4_PACKET + 64)
+  /** One fragment at a time while fragmenting (never larger than the link MTU). */
+  private readonly fragmentScratch = new Uint8Array(MAX_IPV4_PACKET + 1)
   /** Set per received frame: it arrived as a link-layer broadcast/multicast. */
   private rxLinkMulticast = false
   /** Packets to ourselves, delivered on the next poll (never re-entrantly). */
@@ -1722,7 +1724,7 @@ export class StackCore implements IpOutput {
     const mac = this.ethernet ? this.nextHopMac(dst, route, now) : null
     const ethertype = v4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6
     let result: SendResult = 'sent'
-    const fragment = new Uint8Array(Math.min(mtu, 65535))
+    const fragment = this.fragmentScratch
     for (let offset = 0; offset < payloadLength; offset += perFragment) {
       const chunk = Math.min(perFragment, payloadLength - offset)
       const more = offset + chunk < payloadLength

@@ -94,6 +94,20 @@ describe('ARP (RFC 826)', () => {
     expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('reachable')
   })
 
+  it('queues every fragment of a large datagram while resolving', () => {
+    const s = makeStack({ linkLocal: false })
+    s.link.take()
+    const e = udpEndpoint(s)
+    expect(e.send(new Uint8Array(20_000), 0, 20_000, ip('198.51.100.1'), 9)).toBe('queued')
+    expect(s.link.take()).toHaveLength(1) // the ARP request
+    s.core.input(arpReplyFrame())
+    const frags = s.link.take().map((f) => decode(f))
+    expect(frags).toHaveLength(14)
+    expect(frags[0].ip4!.fragmentOffset).toBe(0)
+    expect(frags[13].ip4!.moreFragments).toBe(false)
+    expect(s.core.neighbors.pendingByteCount).toBe(0)
+  })
+
   it('resolves the gateway, not the destination, for off-link traffic', () => {
     const s = makeStack({ linkLocal: false, routes: [{ to: 'default', via: '198.51.100.1' }] })
     s.link.take()

@@ -6,11 +6,11 @@ const A: IpAddress = { version: 4, v4: 0xc6336401 }
 const MAC1 = new Uint8Array([2, 0, 0, 0, 0, 1])
 const MAC2 = new Uint8Array([2, 0, 0, 0, 0, 2])
 
-function harness() {
+function harness(config = DEFAULT_NEIGHBOR_CONFIG) {
   const log: string[] = []
   const sent: Uint8Array[] = []
   const failed: Uint8Array[] = []
-  const cache = new NeighborCache(DEFAULT_NEIGHBOR_CONFIG, {
+  const cache = new NeighborCache(config, {
     solicit: (e: NeighborEntry, unicast: boolean, now: number) => log.push(`${now}:${unicast ? 'unicast' : 'multicast'}`),
     resolved: (e: NeighborEntry) => sent.push(...e.pending),
     failed: (e: NeighborEntry) => failed.push(...e.pending),
@@ -36,12 +36,15 @@ describe('NeighborCache (RFC 4861 §7.3 state machine, also used for ARP)', () =
     expect(e.mac).toEqual(MAC1)
   })
 
-  it('bounds the pending queue, replacing the oldest (RFC 4861 §7.2.2)', () => {
-    const { cache, sent } = harness()
+  it('bounds the pending queue, replacing the oldest (RFC 4861 §7.2.2), and the bytes held overall', () => {
+    const { cache, sent } = harness({ ...DEFAULT_NEIGHBOR_CONFIG, maxPendingPerEntry: 8, maxPendingBytes: 20 })
     for (let i = 0; i < 12; i++) cache.resolve(A, new Uint8Array([i]), 0)
     expect(cache.counters.pendingDrops).toBe(4)
+    expect(cache.pendingByteCount).toBe(8)
+    expect(cache.resolve({ version: 4, v4: 7 }, new Uint8Array(13), 0)).toBe('no-buffer')
     cache.learn(A, MAC1, true, true, false, 5)
     expect(sent.map((p) => p[0])).toEqual([4, 5, 6, 7, 8, 9, 10, 11])
+    expect(cache.pendingByteCount).toBe(0)
   })
 
   it('fails after MAX_MULTICAST_SOLICIT and hands back the queued packets', () => {
