@@ -32,6 +32,21 @@ export interface Ipv6Fragment {
 export interface Ipv6Routing {
   type: number
   segmentsLeft: number
+  /** Offset of the routing header from the start of the IPv6 header (ICMPv6 parameter problem pointers). */
+  offset: number
+}
+
+/**
+ * The first option in a hop-by-hop or destination options header that this
+ * layer does not recognize and whose action bits (RFC 8200 4.2: the two
+ * high-order bits of the type) say not to skip it: 1 discard, 2 discard and
+ * send parameter problem, 3 the same unless the destination is multicast.
+ */
+export interface Ipv6UnrecognizedOption {
+  type: number
+  action: number
+  /** Offset of the option from the start of the IPv6 header. */
+  pointer: number
 }
 
 export interface Ipv6Repr {
@@ -49,6 +64,8 @@ export interface Ipv6Repr {
   extensions: number[]
   fragment?: Ipv6Fragment
   routing?: Ipv6Routing
+  /** Set when an option asks for the packet to be discarded (see Ipv6UnrecognizedOption). */
+  unrecognizedOption?: Ipv6UnrecognizedOption
   /** The protocol after the last extension header (for a non-first fragment, the fragment header's next header). */
   upperProtocol: number
   /** Absolute offset of the upper-layer header (or fragment data). */
@@ -74,8 +91,19 @@ function isExtensionHeader(n: number): boolean {
   return n === IPV6_EXT_HOP_BY_HOP || n === IPV6_EXT_ROUTING || n === IPV6_EXT_FRAGMENT || n === IPV6_EXT_DESTINATION_OPTIONS || n === IPV6_EXT_AH
 }
 
-/** Checks the TLV options of a hop-by-hop or destination options header (RFC 8200 4.2). */
-function checkTlvOptions(bytes: Uint8Array, start: number, end: number): WireError | null {
+/** Option types this layer understands: Pad1, PadN, router alert (RFC 2711). */
+function isKnownTlvOption(type: number): boolean {
+  return type === 0 || type === 1 || type === 5
+}
+
+/**
+ * Checks the TLV options of a hop-by-hop or destination options header (RFC
+ * 8200 4.2) and returns the first unrecognized option whose action bits are
+ * not "skip" (00), or null. `headerStart` is where the IPv6 header begins, so
+ * the pointer is ready for an ICMPv6 parameter problem (code 2).
+ */
+function checkTlvOptions(bytes: Uint8Array, start: number, end: number, headerStart: number): WireError | Ipv6UnrecognizedOption | null {
+  let unrecognized: Ipv6UnrecognizedOption | null = null
   for (let at = start; at < end; ) {
     const type = bytes[at]
     if (type === 0) {
@@ -85,9 +113,12 @@ function checkTlvOptions(bytes: Uint8Array, start: number, end: number): WireErr
     if (at + 1 >= end) return new WireError('ipv6', 'option-overrun', `option ${type}`)
     const next = at + 2 + bytes[at + 1]
     if (next > end) return new WireError('ipv6', 'option-overrun', `option ${type}`)
+    if (unrecognized === null && !isKnownTlvOption(type) && type >>> 6 !== 0) {
+      unrecognized = { type, action: type >>> 6, pointer: at - headerStart }
+    }
     at = next
   }
-  return null
+  return unrecognized
 }
 
 export function parseIpv6(
@@ -117,6 +148,7 @@ export function parseIpv6(
   const extensions: number[] = []
   let fragment: Ipv6Fragment | undefined
   let routing: Ipv6Routing | undefined
+  let unrecognizedOption: Ipv6UnrecognizedOption | undefined
   let protocol = nextHeader
   let at = offset + IPV6_HEADER_LENGTH
   while (isExtensionHeader(protocol)) {
@@ -141,11 +173,12 @@ export function parseIpv6(
     }
     if (at + headerLength > end) return new WireError('ipv6', 'option-overrun', `extension header ${protocol} length ${headerLength}`)
     if (protocol === IPV6_EXT_HOP_BY_HOP || protocol === IPV6_EXT_DESTINATION_OPTIONS) {
-      const error = checkTlvOptions(bytes, at + 2, at + headerLength)
-      if (error !== null) return error
+      const checked = checkTlvOptions(bytes, at + 2, at + headerLength, offset)
+      if (checked instanceof WireError) return checked
+      if (checked !== null && unrecognizedOption === undefined) unrecognizedOption = checked
     } else if (protocol === IPV6_EXT_ROUTING) {
       if (routing !== undefined) return new WireError('ipv6', 'malformed', 'two routing headers')
-      routing = { type: bytes[at + 2], segmentsLeft: bytes[at + 3] }
+      routing = { type: bytes[at + 2], segmentsLeft: bytes[at + 3], offset: at - offset }
     }
     extensions.push(protocol)
     protocol = headerNext
@@ -170,6 +203,7 @@ export function parseIpv6(
   }
   if (fragment !== undefined) repr.fragment = fragment
   if (routing !== undefined) repr.routing = routing
+  if (unrecognizedOption !== undefined) repr.unrecognizedOption = unrecognizedOption
   return repr
 }
 
