@@ -1,3 +1,17 @@
 // Public entry point of the `flowstack` package. Each area re-exports its own
 // public surface from its index; this file only gathers them.
 export * from './common/errors.js'
+
+// A stack in the calling thread, on any port (DESIGN.md §4).
+export { createStack, type CreateStackOptions, type Stack, type StackHttp, type StackStats } from './stacks/sockets/stack.js'
+export { StackSocket, StackServer, type StackNet, type StackConnectOptions, type StackSocketOptions, type StackServerOptions, type ListenOptions, type SocketAddressInfo } from './stacks/sockets/net.js'
+
+// Ports and middleware (DESIGN.md §2).
+export * from './nexus/ports/index.js'
+export * from './nexus/middleware/index.js'
+
+// Lower layers, for tools and tests that work with packets directly.
+export * as wire from './stacks/wire/index.js'
+export * as channel from './nexus/channel/index.js'
+export * as classifier from './classifier/index.js'
+export * as config from './runtime/config/index.js'
