@@ -119,7 +119,7 @@ export function icmpv6IsNdp(type: number): boolean {
   return type >= ICMPV6_ROUTER_SOLICITATION && type <= ICMPV6_REDIRECT
 }
 
-/** Length of the fixed NDP body (after the first 8 bytes... counted from the message start) before options. */
+/** Where the options of an NDP message start, counted from the start of the message (RFC 4861 section 4). */
 function ndpOptionsStart(type: number): number {
   switch (type) {
     case ICMPV6_ROUTER_SOLICITATION:
