@@ -209,8 +209,8 @@ export class StackCore implements IpOutput {
   private readonly dst4: MutableV4 = { version: 4, v4: 0 }
   private readonly src6: MutableV6 = { version: 6, v6: new Uint8Array(16) }
   private readonly dst6: MutableV6 = { version: 6, v6: new Uint8Array(16) }
-  private readonly info4: IpPacketInfo
-  private readonly info6: IpPacketInfo
+  private readonly info4: PacketInfo
+  private readonly info6: PacketInfo
   private readonly macScratch = new Uint8Array(6)
   /** Packets built before they can go straight to the link (fragmentation, ARP/NDP queue). */
   private readonly scratch = new Uint8Array(MAX_IPV4_PACKET + 64)
@@ -259,8 +259,8 @@ export class StackCore implements IpOutput {
       timeoutMs: 60_000,
       ...options.reassembly,
     })
-    this.info4 = { version: 4, src: this.src4, dst: this.dst4, hopLimit: 0, protocol: 0, dstKind: 'unicast', ecn: 0, dscp: 0, ipPacket: this.scratch }
-    this.info6 = { version: 6, src: this.src6, dst: this.dst6, hopLimit: 0, protocol: 0, dstKind: 'unicast', ecn: 0, dscp: 0, ipPacket: this.scratch }
+    this.info4 = new PacketInfo(4, this.src4, this.dst4)
+    this.info6 = new PacketInfo(6, this.src6, this.dst6)
 
     if (this.ethernet && options.linkLocal !== false) this.addAddressInternal({ version: 6, v6: linkLocalFromMac(this.mac) }, 64, now)
     for (const text of options.addresses ?? []) {
@@ -582,7 +582,7 @@ export class StackCore implements IpOutput {
     const tos = bytes[offset + 1]
     info.dscp = tos >>> 2
     info.ecn = tos & 3
-    info.ipPacket = offset === 0 && totalLength === bytes.length ? bytes : bytes.subarray(offset, offset + totalLength)
+    info.setPacket(bytes, offset, offset + totalLength)
     const payloadOffset = offset + headerLength
     const payloadLength = totalLength - headerLength
     if (protocol === IP_PROTOCOL_ICMP) {
@@ -895,7 +895,7 @@ export class StackCore implements IpOutput {
     const trafficClass = ((bytes[offset] & 0x0f) << 4) | (bytes[offset + 1] >>> 4)
     info.dscp = trafficClass >>> 2
     info.ecn = trafficClass & 3
-    info.ipPacket = offset === 0 && end === bytes.length ? bytes : bytes.subarray(offset, end)
+    info.setPacket(bytes, offset, end)
     if (next === IP_PROTOCOL_ICMPV6) {
       c.InDelivers++
       this.icmpv6Input(bytes, offset, at, end - at, dstKind, target.tentative, now)
@@ -1920,6 +1920,42 @@ export class StackCore implements IpOutput {
   }
 }
 
+/**
+ * The per-version IpPacketInfo the IP layer refills for every packet. The
+ * `ipPacket` view is made only when a transport asks for it (ICMP quoting,
+ * mostly), so the common path allocates no view for it.
+ */
+class PacketInfo implements IpPacketInfo {
+  hopLimit = 0
+  protocol = 0
+  dstKind: DestinationKind = 'unicast'
+  ecn = 0
+  dscp = 0
+  private bytes: Uint8Array = EMPTY_BYTES
+  private start = 0
+  private end = 0
+  private view: Uint8Array | null = null
+
+  constructor(
+    readonly version: 4 | 6,
+    readonly src: IpAddress,
+    readonly dst: IpAddress,
+  ) {}
+
+  setPacket(bytes: Uint8Array, start: number, end: number): void {
+    this.bytes = bytes
+    this.start = start
+    this.end = end
+    this.view = null
+  }
+
+  get ipPacket(): Uint8Array {
+    if (this.view === null) this.view = this.start === 0 && this.end === this.bytes.length ? this.bytes : this.bytes.subarray(this.start, this.end)
+    return this.view
+  }
+}
+
+const EMPTY_BYTES = new Uint8Array(0)
 const NDP_HOP_LIMIT = 255
 const TWO_HOURS = 2 * 3600 * 1000
 
