@@ -1,9 +1,10 @@
-// Packet -> flow key, reading the headers in place (no views, no copies, no
-// allocation). Only what classification needs is read: link type, IP version,
-// addresses, the upper-layer protocol after IPv6 extension headers, fragment
-// fields and the TCP/UDP ports. Full validation (checksums, options) is the
+// Packet -> flow key, reading the headers in place through the wire layer's
+// reused views (no copies, no allocation). Only what classification needs is
+// read: link type, IP version, addresses, the upper-layer protocol after IPv6
+// extension headers, fragment fields and the TCP/UDP ports. Full validation (checksums, options) is the
 // stack's job (stacks/wire, stacks/core); anything that would make these
 // fields unreliable is a parse error here.
+import { Ipv4View, Ipv6View } from '../stacks/wire/index.js'
 import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, protocolHasPorts } from './key.js'
 
 export const enum ParseStatus {
@@ -31,13 +32,6 @@ const ETHERTYPE_ARP = 0x0806
 const ETHERTYPE_VLAN = 0x8100
 const ETHERTYPE_QINQ = 0x88a8
 
-const IPV6_HOP_BY_HOP = 0
-const IPV6_ROUTING = 43
-const IPV6_FRAGMENT = 44
-const IPV6_AH = 51
-const IPV6_DESTINATION = 60
-/** Extension headers followed before giving up (RFC 8200 recommends each appear at most once or twice). */
-const MAX_IPV6_EXTENSIONS = 8
 
 /** The reused result of parsing one packet. */
 export class PacketInfo {
@@ -47,6 +41,9 @@ export class PacketInfo {
   fragmentId = 0
   /** ARP frames: the sender protocol address (IPv4), for anti-spoofing; -1 when not ARP. */
   arpSenderAddress = -1
+  /** Reused zero-allocation header views from the wire layer. */
+  readonly ipv4 = new Ipv4View()
+  readonly ipv6 = new Ipv6View()
 }
 
 function u16(b: Uint8Array, i: number): number {
@@ -106,42 +103,41 @@ export function extractFlowKey(
 }
 
 function parseIPv4(buf: Uint8Array, at: number, end: number, portIndex: number, direction: Direction, info: PacketInfo): ParseStatus {
-  if (at + 20 > end) return ParseStatus.ParseError
-  const headerLength = (buf[at] & 0x0f) * 4
-  const totalLength = u16(buf, at + 2)
-  if (headerLength < 20 || totalLength < headerLength || at + totalLength > end) return ParseStatus.ParseError
-  const protocol = buf[at + 9]
-  const flagsOffset = u16(buf, at + 6)
-  const fragmentOffset = flagsOffset & 0x1fff
-  const moreFragments = (flagsOffset & 0x2000) !== 0
+  const ip = info.ipv4
+  if (!ip.reset(buf, at, end - at)) return ParseStatus.ParseError
+  const headerLength = ip.headerLength
+  const totalLength = ip.totalLength
+  if (totalLength < headerLength || at + totalLength > end) return ParseStatus.ParseError
+  const protocol = ip.protocol
   const key = info.key
   key[W_META] = ((4 << 24) | (protocol << 16) | (portIndex & 0xffff)) >>> 0
-  const src = u32(buf, at + 12)
-  const dst = u32(buf, at + 16)
-  const local = direction === Direction.In ? dst : src
-  const remote = direction === Direction.In ? src : dst
-  key[W_LOCAL] = local
+  const src = ip.src
+  const dst = ip.dst
+  key[W_LOCAL] = direction === Direction.In ? dst : src
   key[W_LOCAL + 1] = 0
   key[W_LOCAL + 2] = 0
   key[W_LOCAL + 3] = 0
-  key[W_REMOTE] = remote
+  key[W_REMOTE] = direction === Direction.In ? src : dst
   key[W_REMOTE + 1] = 0
   key[W_REMOTE + 2] = 0
   key[W_REMOTE + 3] = 0
   key[W_PORTS] = 0
-  if (fragmentOffset !== 0 || moreFragments) {
-    info.fragment = fragmentOffset !== 0 ? FragmentKind.Later : FragmentKind.First
-    info.fragmentId = u16(buf, at + 4)
-    if (fragmentOffset !== 0) return ParseStatus.Ok
+  if (ip.isFragment) {
+    const later = ip.fragmentOffset !== 0
+    info.fragment = later ? FragmentKind.Later : FragmentKind.First
+    info.fragmentId = ip.id
+    if (later) return ParseStatus.Ok
   }
   return readPorts(buf, at + headerLength, at + totalLength, protocol, direction, key)
 }
 
 function parseIPv6(buf: Uint8Array, at: number, end: number, portIndex: number, direction: Direction, info: PacketInfo): ParseStatus {
-  if (at + 40 > end) return ParseStatus.ParseError
-  const payloadEnd = at + 40 + u16(buf, at + 4)
+  const ip = info.ipv6
+  // The view walks the extension header chain (bounded) to the upper layer.
+  if (!ip.reset(buf, at, end - at)) return ParseStatus.ParseError
+  const payloadEnd = at + 40 + ip.payloadLength
   // A zero payload length means a jumbogram (RFC 2675), which no port here carries.
-  if (payloadEnd > end || payloadEnd === at + 40 && buf[at + 6] !== 59) return ParseStatus.ParseError
+  if (payloadEnd > end || (payloadEnd === at + 40 && ip.nextHeader !== 59)) return ParseStatus.ParseError
   const key = info.key
   const localAt = direction === Direction.In ? at + 24 : at + 8
   const remoteAt = direction === Direction.In ? at + 8 : at + 24
@@ -150,44 +146,17 @@ function parseIPv6(buf: Uint8Array, at: number, end: number, portIndex: number, 
     key[W_REMOTE + i] = u32(buf, remoteAt + 4 * i)
   }
   key[W_PORTS] = 0
-  let next = buf[at + 6]
-  let cursor = at + 40
-  let laterFragment = false
-  for (let n = 0; n <= MAX_IPV6_EXTENSIONS; n++) {
-    if (next === IPV6_HOP_BY_HOP || next === IPV6_ROUTING || next === IPV6_DESTINATION) {
-      if (cursor + 8 > payloadEnd) return ParseStatus.ParseError
-      next = buf[cursor]
-      cursor += (buf[cursor + 1] + 1) * 8
-    } else if (next === IPV6_AH) {
-      if (cursor + 8 > payloadEnd) return ParseStatus.ParseError
-      next = buf[cursor]
-      cursor += (buf[cursor + 1] + 2) * 4
-    } else if (next === IPV6_FRAGMENT) {
-      if (cursor + 8 > payloadEnd) return ParseStatus.ParseError
-      next = buf[cursor]
-      const offsetFlags = u16(buf, cursor + 2)
-      const fragmentOffset = offsetFlags >>> 3
-      const moreFragments = (offsetFlags & 1) !== 0
-      cursor += 8
-      if (fragmentOffset !== 0 || moreFragments) {
-        info.fragment = fragmentOffset !== 0 ? FragmentKind.Later : FragmentKind.First
-        info.fragmentId = u32(buf, cursor - 4)
-        // A later fragment's payload is the middle of the datagram: the next
-        // header value names the datagram's protocol, nothing more is readable.
-        if (fragmentOffset !== 0) {
-          laterFragment = true
-          break
-        }
-      }
-    } else {
-      break
-    }
-    if (cursor > payloadEnd) return ParseStatus.ParseError
-    if (n === MAX_IPV6_EXTENSIONS) return ParseStatus.ParseError
+  const protocol = ip.upperProtocol
+  key[W_META] = ((6 << 24) | (protocol << 16) | (portIndex & 0xffff)) >>> 0
+  if (ip.fragmentOffset > 0 || (ip.fragmentOffset === 0 && ip.moreFragments)) {
+    const later = ip.fragmentOffset > 0
+    info.fragment = later ? FragmentKind.Later : FragmentKind.First
+    info.fragmentId = ip.fragmentId
+    // A later fragment's payload is the middle of the datagram: the next
+    // header value names the datagram's protocol, nothing more is readable.
+    if (later) return ParseStatus.Ok
   }
-  key[W_META] = ((6 << 24) | (next << 16) | (portIndex & 0xffff)) >>> 0
-  if (laterFragment) return ParseStatus.Ok
-  return readPorts(buf, cursor, payloadEnd, next, direction, key)
+  return readPorts(buf, ip.upperOffset, payloadEnd, protocol, direction, key)
 }
 
 function readPorts(buf: Uint8Array, at: number, end: number, protocol: number, direction: Direction, key: Uint32Array): ParseStatus {

@@ -91,6 +91,26 @@ describe('packet classification', () => {
     expect(c.ruleSet.hits[0]).toBe(1)
   })
 
+  it('reads the ports after IPv6 extension headers, and rejects an endless chain', () => {
+    const c = make({ t: 0 }, webRule())
+    const tcp = buildPacket({ ipVersion: 6, protocol: 6, src: '2001:db8::9', dst: '2001:db8::2', srcPort: 999, dstPort: 443 })
+    const withOptions = new Uint8Array(tcp.length + 16)
+    withOptions.set(tcp.subarray(0, 40), 0)
+    withOptions[6] = 0 // hop-by-hop options
+    withOptions[5] = tcp[5] + 16 // payload length
+    withOptions[40] = 60 // next: destination options, length 0 (8 bytes)
+    withOptions[48] = 6 // next: TCP
+    withOptions.set(tcp.subarray(40), 56)
+    expect(summary(c, c.classifyPacket(withOptions, 0, withOptions.length, LinkKind.Ip, 0, Direction.In))).toBe('0/web/rule')
+    const endless = new Uint8Array(40 + 8 * 12)
+    endless.set(withOptions.subarray(0, 40), 0)
+    endless[4] = 0
+    endless[5] = 8 * 12
+    endless[6] = 60
+    for (let i = 0; i < 12; i++) endless[40 + 8 * i] = 60
+    expect(summary(c, c.classifyPacket(endless, 0, endless.length, LinkKind.Ip, 0, Direction.In))).toBe('-1/null/parse-error')
+  })
+
   it('gives non-IP frames and malformed packets the default action, counted by reason', () => {
     const c = make({ t: 0 })
     const arp = arpRequest('198.51.100.1', '198.51.100.2')
