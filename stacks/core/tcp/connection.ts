@@ -745,7 +745,8 @@ export class TcpConnection {
         // RFC 896): send a short segment only when it carries all the queued
         // data and either nothing is unacknowledged or Nagle is off, or when it
         // is at least half the largest window the peer offered.
-        const nagleOk = allRemaining && (this.noDelay || nothingInFlight)
+        // After shutdownWrite nothing more will be coalesced: the tail goes with the FIN (Linux pushes on close too).
+        const nagleOk = allRemaining && (this.noDelay || nothingInFlight || this.finQueued)
         const halfWindow = len >= (this.maxSndWnd >> 1) && this.maxSndWnd > 0 && (this.noDelay || nothingInFlight)
         if (!nagleOk && !halfWindow) {
           if (nothingInFlight && this.persistAt === NONE && this.sndWnd < unsent) {

@@ -6,7 +6,8 @@ import { checksumAccumulate, checksumFold, pseudoHeaderSumIpv4, pseudoHeaderSumI
 import { WireError } from '../../wire/error.js'
 import { emitTcp, parseTcp, tcpHeaderLength, type TcpEmitRepr } from '../../wire/tcp.js'
 import { TcpLayer } from './layer.js'
-import type { IpAddress, SegmentOwner, TcpConfig, TcpErrorCode, TcpOutput, TcpPayload, TcpSegment } from './types.js'
+import type { TcpConnection } from './connection.js'
+import { TcpError, type ConnectOptions, type IpAddress, type SegmentOwner, type TcpConfig, type TcpErrorCode, type TcpOutput, type TcpPayload, type TcpSegment } from './types.js'
 
 const DEFAULT_HOP_LIMIT = 64
 
@@ -142,6 +143,16 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
     this.pseudo6.src = src.version === 6 ? src.v6 : EMPTY
     this.pseudo6.dst = dst.version === 6 ? dst.v6 : EMPTY
     return this.pseudo6
+  }
+
+  /**
+   * Active open with source address selection by the IP layer when `local`
+   * is omitted (EADDRNOTAVAIL when it has none for this destination).
+   */
+  connect(options: Omit<ConnectOptions, 'local'> & { local?: IpAddress }): TcpConnection {
+    const local = options.local ?? this.ip.selectSource(options.remote)
+    if (local === null) throw new TcpError('EADDRNOTAVAIL', 'no local address to reach this destination')
+    return this.layer.connect({ ...options, local })
   }
 
   receive(packet: IpPacketInfo, payload: Uint8Array, now: number): boolean {

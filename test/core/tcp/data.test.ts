@@ -161,6 +161,17 @@ describe('sending data', () => {
     expect(h.one().payload.length).toBe(10)
   })
 
+  it('the Nagle-held tail leaves with the FIN at shutdownWrite', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    peer.conn.send(bytes(3000))
+    expect(h.take().map((s) => s.payload.length)).toEqual([1460, 1460])
+    peer.conn.shutdownWrite()
+    const last = h.one()
+    expect(last.payload.length).toBe(80)
+    expect(last.flags & 0x01).toBe(0x01)
+  })
+
   it('sender SWS avoidance: no runt segment into a small remaining window', () => {
     const h = new Harness()
     const peer = establish(h, { window: 3000 })

@@ -119,4 +119,14 @@ describe('TcpTransport (TCP over the IP layer contract)', () => {
     expect([...echo.bytes.subarray(r.payloadOffset)]).toEqual([1, 2, 3])
     expect(r.ack).toBe(1004)
   })
+
+  it('connect() without a local address asks the IP layer for a source; none → EADDRNOTAVAIL', () => {
+    const ip = fakeIp()
+    const t = new TcpTransport({ ip, random: seededRandom(6), clock: () => 0 })
+    const conn = t.connect({ remote: REMOTE, remotePort: 80 })
+    expect(conn.local).toEqual(LOCAL)
+    expect(ip.sent.length).toBe(1)
+    ip.selectSource = () => null
+    expect(() => t.connect({ remote: REMOTE, remotePort: 80 })).toThrow(expect.objectContaining({ code: 'EADDRNOTAVAIL' }))
+  })
 })
