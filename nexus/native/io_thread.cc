@@ -416,6 +416,9 @@ bool IoQueue::ServiceRx() {
     uint32_t index = 0;
     if (to_pool) {
       index = free_.back();
+      // The kernel fills the 10-byte virtio_net_hdr and skips the 2-byte
+      // num_buffers of the 12-byte v1 header: zero it so no stale bytes leak.
+      if (config_.vnet_hdr) Buffer(index)[10] = Buffer(index)[11] = 0;
       parts[count].iov_base = Buffer(index);
       parts[count].iov_len = ch.buffer_size;
       count++;
