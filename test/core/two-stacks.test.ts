@@ -6,7 +6,7 @@ import { createStackCore, type StackCore } from '../../stacks/core/stack.js'
 import { TcpTransport } from '../../stacks/core/tcp/transport.js'
 import type { TcpConnection } from '../../stacks/core/tcp/connection.js'
 import { parseMac } from '../../stacks/wire/address.js'
-import { FakeClock, MemoryLink, SeededRandom, decode, fill, ip } from './harness.js'
+import { FakeClock, MemoryLink, SeededRandom, decode, ethernet, fill, icmpv4Message, ip, ipv4Packet, v4, ETHERTYPE_IPV4 } from './harness.js'
 
 interface Node {
   core: StackCore
@@ -27,6 +27,8 @@ function makePair(options: { dad?: boolean } = {}) {
   const a = make('02:00:00:00:00:0a', ['198.51.100.1/24', '2001:db8::1/64'], 11)
   const b = make('02:00:00:00:00:0b', ['198.51.100.2/24', '2001:db8::2/64'], 22)
   let frames = 0
+  /** Sees every frame A sends; returning false drops it (a router that cannot forward it). */
+  let tapA: (frame: Uint8Array) => boolean = () => true
   /** Deliver everything in flight, both ways, until the wire is quiet (bounded). */
   const pump = () => {
     for (let round = 0; round < 10_000; round++) {
@@ -35,7 +37,7 @@ function makePair(options: { dad?: boolean } = {}) {
       if (fromA.length === 0 && fromB.length === 0) return
       for (const f of fromA) {
         decode(f) // every frame on the wire must parse, checksums included
-        b.core.input(f)
+        if (tapA(f)) b.core.input(f)
       }
       for (const f of fromB) {
         decode(f)
@@ -53,7 +55,17 @@ function makePair(options: { dad?: boolean } = {}) {
     b.core.poll()
     pump()
   }
-  return { a, b, clock, pump, step, frames: () => frames }
+  return {
+    a,
+    b,
+    clock,
+    pump,
+    step,
+    frames: () => frames,
+    setTapA: (tap: (frame: Uint8Array) => boolean) => {
+      tapA = tap
+    },
+  }
 }
 
 describe('two stacks on an in-memory wire', () => {
@@ -173,4 +185,61 @@ describe('two stacks on an in-memory wire', () => {
       expect(c.ReasmReqds).toBe(0)
     })
   }
+
+  it('lower the MSS of a running TCP connection when a router reports fragmentation needed (RFC 1191)', () => {
+    const { a, b, step, pump, setTapA } = makePair({ dad: false })
+    pump()
+    const size = 60_000
+    const data = fill(size, 5)
+    const got = new Uint8Array(size)
+    let received = 0
+    b.tcp.layer.listen(null, 9000, 4, (conn) => {
+      conn.events = {
+        onReadable: () => {
+          received += conn.read(got, received, size - received)
+        },
+      }
+    })
+    // A "router" on the path only carries 1280-byte packets: it
+    // drops bigger ones and answers with ICMP fragmentation needed (3/4).
+    const routerMtu = 1280
+    let tooBig = 0
+    let largestAfter = 0
+    const mac = new Uint8Array([2, 0, 0, 0, 0, 0x0a])
+    const routerMac = new Uint8Array([2, 0, 0, 0, 0, 0x0b])
+    setTapA((frame) => {
+      const d = decode(frame)
+      if (d.ip4 === undefined) return true
+      if (d.ip4.totalLength > routerMtu) {
+        tooBig++
+        const icmp = icmpv4Message(3, 4, routerMtu, d.ip.subarray(0, 28))
+        a.core.input(ethernet(mac, routerMac, ETHERTYPE_IPV4, ipv4Packet({ src: v4('198.51.100.2'), dst: v4('198.51.100.1'), protocol: 1 }, icmp)))
+        return false
+      }
+      if (tooBig > 0) largestAfter = Math.max(largestAfter, d.ip4.totalLength)
+      return true
+    })
+    let sent = 0
+    const conn: TcpConnection = a.tcp.layer.connect({
+      local: ip('198.51.100.1'),
+      remote: ip('198.51.100.2'),
+      remotePort: 9000,
+      events: { onConnected: () => push(), onWritable: () => push() },
+    })
+    const push = () => {
+      while (sent < size) {
+        const n = conn.send(data, sent, size - sent)
+        if (n === 0) return
+        sent += n
+      }
+    }
+    pump()
+    for (let i = 0; i < 3000 && received < size; i++) step(50)
+    expect(received).toBe(size)
+    expect(got).toEqual(data)
+    expect(tooBig).toBeGreaterThan(0)
+    expect(a.core.pathMtu(ip('198.51.100.1'), ip('198.51.100.2'))).toBe(routerMtu)
+    expect(largestAfter).toBe(routerMtu)
+    expect(a.core.counters.icmp.InDestUnreachs).toBe(tooBig)
+  })
 })
