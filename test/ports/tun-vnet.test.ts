@@ -1,13 +1,16 @@
 // TUN with IFF_VNET_HDR: a JS relay between two TUNs in two namespaces
-// carries a kernel TCP transfer. The sender's kernel hands us TSO
+// carries a kernel TCP transfer. The sender's kernel (A) hands us TSO
 // super-packets (one read, virtio header with gso type/size set); we write
-// them, GSO metadata unchanged, into the other TUN, where the kernel takes
-// them apart and its socket receives the stream intact.
+// them, GSO metadata unchanged, into the other TUN (B). B's kernel forwards
+// them out of a veth with TSO/GSO turned off, so it must segment them in
+// software, and the receiving socket in C gets the stream intact.
+//
+//   A: tun fsva0 198.51.100.1 --JS relay-- B: tun fsvb0, forwarding, veth 192.0.2.1 --- C: veth 192.0.2.2 (server)
 import { createHash } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DESC_VNET_HDR, type ChannelEnd } from '../../nexus/channel/index.js'
 import { openTun } from '../../nexus/ports/tun.js'
-import { cleanupNamespaces, createNamespace, deleteNamespace, ip } from '../helpers/netns.js'
+import { cleanupNamespaces, createNamespace, createVethPair, deleteNamespace, execIn, ip } from '../helpers/netns.js'
 import { start } from './native-helpers-proc.js'
 
 const VIRTIO_NET_HDR_GSO_TCPV4 = 1
@@ -16,16 +19,19 @@ const TRANSFER_BYTES = 8 * 1024 * 1024
 
 let nsA = ''
 let nsB = ''
+let nsC = ''
 
 beforeAll(() => {
   cleanupNamespaces('fs-nvnet-')
   nsA = createNamespace('nvnet')
   nsB = createNamespace('nvnet')
+  nsC = createNamespace('nvnet')
 })
 
 afterAll(() => {
   if (nsA !== '') deleteNamespace(nsA)
   if (nsB !== '') deleteNamespace(nsB)
+  if (nsC !== '') deleteNamespace(nsC)
 })
 
 interface RelayStats {
@@ -75,26 +81,36 @@ function relayBatch(from: ChannelEnd, to: ChannelEnd, stats: RelayStats | null):
 }
 
 describe('tun port with vnet_hdr', () => {
-  it('relays kernel TCP super-packets with their GSO metadata, intact', async () => {
+  it('relays kernel TCP super-packets with their GSO metadata; the kernel segments what we write, intact', async () => {
     const portA = await openTun({ name: 'fsva0', netns: nsA, vnetHdr: true, txQueueLen: 1000 })
     const portB = await openTun({ name: 'fsvb0', netns: nsB, vnetHdr: true, txQueueLen: 1000 })
     try {
       expect(portA.info.offloads).toEqual({ vnetHdr: true, tso4: true, tso6: true, checksum: true })
       ip('-n', nsA, 'addr', 'add', '198.51.100.1/24', 'dev', 'fsva0')
-      ip('-n', nsA, 'route', 'add', '203.0.113.0/24', 'dev', 'fsva0')
-      ip('-n', nsB, 'addr', 'add', '203.0.113.1/24', 'dev', 'fsvb0')
+      ip('-n', nsA, 'route', 'add', '192.0.2.0/24', 'dev', 'fsva0')
       ip('-n', nsB, 'route', 'add', '198.51.100.0/24', 'dev', 'fsvb0')
+      expect(execIn(nsB, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']).status).toBe(0)
+      createVethPair(nsB, 'fsvbv', 'fsvcv', nsC)
+      ip('-n', nsB, 'addr', 'add', '192.0.2.1/24', 'dev', 'fsvbv')
+      ip('-n', nsC, 'addr', 'add', '192.0.2.2/24', 'dev', 'fsvcv')
+      ip('-n', nsB, 'link', 'set', 'fsvbv', 'up')
+      ip('-n', nsC, 'link', 'set', 'fsvcv', 'up')
+      ip('-n', nsC, 'route', 'add', 'default', 'via', '192.0.2.1')
+      // No TSO/GSO on the way out of B: the kernel has to cut our super-packets itself.
+      expect(execIn(nsB, ['ethtool', '-K', 'fsvbv', 'tso', 'off', 'gso', 'off']).status).toBe(0)
+      expect(execIn(nsC, ['ethtool', '-K', 'fsvcv', 'gro', 'off']).status).toBe(0)
+      const rxPacketsBefore = Number(execIn(nsC, ['cat', '/sys/class/net/fsvcv/statistics/rx_packets']).stdout)
 
-      const server = start(nsB, [
+      const server = start(nsC, [
         'python3',
         '-c',
-        "import socket,hashlib\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('203.0.113.1',5201))\ns.listen(1)\nprint('ready',flush=True)\ns.settimeout(20)\nc,_=s.accept()\nc.settimeout(20)\nh=hashlib.sha256()\nn=0\nwhile True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d); n+=len(d)\nprint(n,h.hexdigest(),flush=True)",
+        "import socket,hashlib\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('192.0.2.2',5201))\ns.listen(1)\nprint('ready',flush=True)\ns.settimeout(20)\nc,_=s.accept()\nc.settimeout(20)\nh=hashlib.sha256()\nn=0\nwhile True:\n  d=c.recv(1<<20)\n  if not d: break\n  h.update(d); n+=len(d)\nprint(n,h.hexdigest(),flush=True)",
       ])
       await server.printed('ready')
       const client = start(nsA, [
         'python3',
         '-c',
-        `import socket\nd=bytes(i*7%251 for i in range(1<<20))\ns=socket.create_connection(('203.0.113.1',5201),timeout=20)\nfor _ in range(${TRANSFER_BYTES >> 20}): s.sendall(d)\ns.close()`,
+        `import socket\nd=bytes(i*7%251 for i in range(1<<20))\ns=socket.create_connection(('192.0.2.2',5201),timeout=20)\nfor _ in range(${TRANSFER_BYTES >> 20}): s.sendall(d)\ns.close()`,
       ])
       const chunk = Buffer.from(Array.from({ length: 1 << 20 }, (_, i) => (i * 7) % 251))
       const hash = createHash('sha256')
@@ -122,6 +138,9 @@ describe('tun port with vnet_hdr', () => {
         expect(size).toBeLessThanOrEqual(1500 - 40)
       }
       expect(stats.needsCsum).toBeGreaterThan(0)
+      // What reached C came as MTU-sized segments, not as our super-packets.
+      const rxPackets = Number(execIn(nsC, ['cat', '/sys/class/net/fsvcv/statistics/rx_packets']).stdout) - rxPacketsBefore
+      expect(rxPackets).toBeGreaterThan(TRANSFER_BYTES / 1460)
       const c = portB.counters()
       expect(c.txPackets).toBe(stats.packets - stats.drops)
       expect(portB.errorCounters().txErrors).toBe(0)
