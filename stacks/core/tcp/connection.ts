@@ -882,9 +882,14 @@ export class TcpConnection {
 
   private takeSynRttSample(seg: TcpSegment, now: number): void {
     if (this.tsEnabled && seg.options.timestamp && seg.options.timestamp[1] !== 0) {
-      this.rttSample(((Math.floor(now) + this.tsOffset - seg.options.timestamp[1]) >>> 0) , now)
+      this.rttSample((Math.floor(now) + this.tsOffset - seg.options.timestamp[1]) >>> 0, now)
     } else if (this.rttTiming && this.retries === 0) {
       this.rttSample(now - this.rttStart, now)
+    } else if (this.retries > 0 && !this.hasRttSample) {
+      // RFC 6298 5.7: "If the timer expires awaiting the ACK of a SYN segment
+      // and the TCP implementation is using an RTO less than 3 seconds, the
+      // RTO MUST be re-initialized to 3 seconds when data transmission begins".
+      this.rto = Math.min(this.host.cfg.maxRtoMs, 3000)
     }
     this.rttTiming = false
     this.retries = 0
