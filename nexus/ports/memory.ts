@@ -469,9 +469,11 @@ class PumpLoop {
 
   private async run(): Promise<void> {
     let burst = 0
+    let lookAgain = false
     while (!this.stopped) {
       const moved = this.step()
       if (moved > 0) {
+        lookAgain = true
         if (++burst >= 16) {
           burst = 0
           await yieldToEventLoop()
@@ -479,6 +481,15 @@ class PumpLoop {
         continue
       }
       burst = 0
+      if (lookAgain) {
+        // Just went idle after moving packets: look once more after one
+        // event-loop turn before sleeping. A producer mid-stream usually has
+        // the next batch ready by then, which saves a futex sleep and wake-up
+        // (~7 us, far more on a loaded machine). Bounded: one turn, then sleep.
+        lookAgain = false
+        await yieldToEventLoop()
+        continue
+      }
       // The user of the source port closed its side: nothing more will come,
       // and its doorbell would now answer at once forever. What is left in
       // the ring is drained when the port closes.
