@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { ARP_OPERATION_REPLY, ARP_OPERATION_REQUEST } from '../../stacks/wire/arp.js'
 import { formatIpv4Address } from '../../stacks/wire/address.js'
 import type { UdpEndpoint } from '../../stacks/core/udp.js'
+import { emitIpv4 } from '../../stacks/wire/ipv4.js'
 import {
   BROADCAST,
   ETHERTYPE_ARP,
@@ -177,5 +178,47 @@ describe('ARP (RFC 826)', () => {
     s.core.input(bad.subarray(0, 20))
     expect(s.core.counters.arp.InErrors).toBe(2)
     expect(s.link.take()).toHaveLength(0)
+  })
+
+  it('resolves header-template paths: pending until ARP answers, then a link header; transmitFrame sends what the transport wrote', () => {
+    const s = makeStack({ linkLocal: false, addresses: ['198.51.100.2/24'] })
+    s.link.take()
+    const local = ip('198.51.100.2')
+    const remote = ip('198.51.100.1')
+    expect(s.core.resolvePath(local, remote)).toBe('pending')
+    const [request] = s.link.take().map((f) => decode(f))
+    expect(request.arp!.targetIp).toBe(PEER)
+    expect(s.core.resolvePath(local, ip('203.0.113.1'))).toBe('unreachable')
+    s.core.input(arpReplyFrame())
+    const path = s.core.resolvePath(local, remote)
+    if (typeof path === 'string') throw new Error(path)
+    expect(path.linkHeader).toEqual(new Uint8Array([...PEER_MAC, ...OUR_MAC, 0x08, 0x00]))
+    expect(path.mtu).toBe(1500)
+    expect(path.generation).toBe(s.core.pathGeneration())
+    // A template user writes link + IP + payload in one go.
+    const ok = s.core.transmitFrame((bytes) => {
+      bytes.set(path.linkHeader!, 0)
+      emitIpv4(
+        { src: US, dst: PEER, protocol: 253, ttl: 64, id: s.core.nextIpv4Id(), dontFragment: true, moreFragments: false, fragmentOffset: 0, dscp: 0, ecn: 0, payloadLength: 4 },
+        bytes,
+        14,
+      )
+      bytes.set([1, 2, 3, 4], 34)
+      return 38
+    })
+    expect(ok).toBe(true)
+    const [frame] = s.link.take().map((f) => decode(f))
+    expect(frame.ip4!.protocol).toBe(253)
+    expect(frame.eth!.dst).toEqual(PEER_MAC)
+    // The neighbour changes its MAC: the generation moves, so templates rebuild.
+    s.core.input(arpReplyFrame(PEER, new Uint8Array([2, 0, 0, 0, 0, 0x99])))
+    expect(s.core.pathGeneration()).not.toBe(path.generation)
+    const again = s.core.resolvePath(local, remote)
+    if (typeof again === 'string') throw new Error(again)
+    expect(again.linkHeader!.subarray(0, 6)).toEqual(new Uint8Array([2, 0, 0, 0, 0, 0x99]))
+    // A writer that cancels gives its buffer back.
+    const before = s.link.poolFree
+    expect(s.core.transmitFrame(() => 0)).toBe(false)
+    expect(s.link.poolFree).toBe(before)
   })
 })
