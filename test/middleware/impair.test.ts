@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { createMemoryWire, type MemoryPort } from '../../nexus/ports/memory.js'
+import { createMemorySwitch, createMemoryWire, type MemoryPort } from '../../nexus/ports/memory.js'
 import { impair, type ImpairedPort, type ImpairOptions } from '../../nexus/middleware/impair.js'
 import { ImpairModel, VERDICT_DELIVER, VERDICT_LOST } from '../../nexus/middleware/impair-model.js'
 import { VirtualClock } from '../../nexus/middleware/impair-clock.js'
@@ -372,6 +372,35 @@ describe('impair() around a memory wire', () => {
     }
     expect(got.map((g) => g.sequence)).toEqual(Array.from({ length: 20 }, (_, i) => i))
     await closeRig(r)
+  })
+
+  it('wraps a switch port too: seeded loss on what one station receives, the others untouched', async () => {
+    const sw = createMemorySwitch()
+    const lossy = impair(sw.addPort(), { seed: SEED, rx: { loss: 0.5 } })
+    const [sender, clean] = [sw.addPort(), sw.addPort()]
+    expect(lossy.info.mac).toEqual(lossy.inner.info.mac)
+    expect(lossy.info.linkType).toBe('ethernet')
+    const gotLossy: Received[] = []
+    const gotClean: Received[] = []
+    let sent = 0
+    try {
+      for (let round = 0; round < 200 && (sent < 400 || gotClean.length < 400); round++) {
+        while (sent < 400 && sendOne(sender.queues[0], (buf) => writeFrame(buf, BROADCAST, sender.info.mac as Uint8Array, sent, 64))) sent++
+        sender.queues[0].flush()
+        await new Promise((res) => setTimeout(res, 1))
+        drain(lossy.queues[0], gotLossy)
+        drain(clean.queues[0], gotClean)
+      }
+      await until(() => (drain(lossy.queues[0], gotLossy), gotLossy.length + lossy.impairCounters().rx.lost === 400), 'the lossy port to settle')
+      expect(gotClean).toHaveLength(400)
+      expect(Math.abs(gotLossy.length - 200)).toBeLessThan(40)
+    } finally {
+      await Promise.all([lossy.close(), sender.close(), clean.close()])
+      await sw.close()
+    }
+    for (const report of lossy.poolReport()) expect(report.device.free + report.user.free).toBe(report.total)
+    expect(poolsFull(sender.poolReport()) && poolsFull(clean.poolReport())).toBe(true)
+    expect(poolsFull((lossy.inner as MemoryPort).poolReport())).toBe(true)
   })
 
   it('closing while frames are held returns every buffer', async () => {
