@@ -130,6 +130,33 @@ describe('tun port', () => {
     expect(pool.free).toBe(pool.total)
   })
 
+  it('with dropOnOverflow, counts pool-empty drops instead of pausing', async () => {
+    const port = await openTun({ name: 'fstun9', netns: ns, dropOnOverflow: true, channel: { bufferCount: 16, ringCapacity: 16 } })
+    try {
+      ip('-n', ns, 'addr', 'add', '198.51.100.1/24', 'dev', 'fstun9')
+      const end = port.queues[0]
+      const held: number[] = []
+      const sender = execIn(ns, ['python3', '-c', "import socket\ns=socket.socket(2,2)\nfor i in range(40): s.sendto(b'q',('198.51.100.2',9))"])
+      expect(sender.status).toBe(0)
+      // Keep every buffer: side A has 8, so at least 32 of the 40 datagrams are dropped by us.
+      const deadline = Date.now() + 5_000
+      while (port.counters().rxPackets + port.counters().drops.poolEmpty < 40 && Date.now() < deadline) {
+        await end.waitForWork(20)
+        end.receive(16, (index) => void held.push(index))
+      }
+      end.receive(16, (index) => void held.push(index))
+      const c = port.counters()
+      expect(held.length).toBe(8)
+      expect(c.rxPackets).toBe(8)
+      expect(c.drops.poolEmpty).toBeGreaterThanOrEqual(32)
+      expect(port.errorCounters().rxStalls).toBe(0)
+      for (const index of held) end.release(index)
+    } finally {
+      await port.close()
+    }
+    expect(port.poolCheck().full).toBe(true)
+  })
+
   it('spreads flows over IFF_MULTI_QUEUE queues, one I/O thread each', async () => {
     const port = await openTun({ name: 'fstun7', netns: ns, queues: 3 })
     try {
