@@ -10,14 +10,23 @@
  */
 export class ByteRing {
   readonly capacity: number
-  private readonly buffer: Uint8Array
+  /**
+   * Allocated on the first write: a connection that never carries data (a
+   * half-open SYN-RECEIVED from a SYN flood, a refused connect) costs no
+   * buffer memory.
+   */
+  private buffer: Uint8Array | null = null
   private head = 0
   private used = 0
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity <= 0) throw new RangeError(`ring capacity ${capacity} is not a positive integer`)
     this.capacity = capacity
-    this.buffer = new Uint8Array(capacity)
+  }
+
+  /** Whether the backing store has been allocated (for tests and memory accounting). */
+  get allocated(): boolean {
+    return this.buffer !== null
   }
 
   get length(): number {
@@ -52,7 +61,7 @@ export class ByteRing {
 
   /** Copies up to `max` bytes from `skip` bytes past the head into dst, without consuming. */
   peek(dst: Uint8Array, dstOffset: number, max: number, skip = 0): number {
-    if (skip >= this.used) return 0
+    if (skip >= this.used || this.buffer === null) return 0
     const n = Math.min(max, this.used - skip)
     let start = this.head + skip
     if (start >= this.capacity) start -= this.capacity
@@ -80,6 +89,7 @@ export class ByteRing {
 
   private copyIn(tailOffset: number, src: Uint8Array, offset: number, n: number): void {
     if (n <= 0) return
+    if (this.buffer === null) this.buffer = new Uint8Array(this.capacity)
     let start = this.head + tailOffset
     if (start >= this.capacity) start -= this.capacity
     const first = Math.min(n, this.capacity - start)

@@ -141,6 +141,15 @@ describe('three-way handshake (RFC 9293 3.5)', () => {
     expect(rst.seq).toBe(synAck.seq + 50)
   })
 
+  it('half-open connections hold no buffer memory until data flows', () => {
+    const h = new Harness()
+    h.layer.listen(null, h.localPort, 8, () => {})
+    h.inject({ seq: PEER_ISS, flags: FLAG_SYN })
+    const conn = [...h.layer.allConnections()][0]
+    expect(conn.receiveBuffer.allocated).toBe(false)
+    expect(conn.sendBuffer.allocated).toBe(false)
+  })
+
   it('a full backlog drops further SYNs (counted)', () => {
     const h = new Harness()
     h.layer.listen(null, h.localPort, 2, () => {})
