@@ -6,7 +6,10 @@
 //     kernel hands us TSO super-packets), next to the kernel's own TCP over a
 //     veth pair.
 // The benchmark creates its own network namespaces (fs-nbench-*) and deletes
-// them; it needs root.
+// them; it needs root. Kernel -> reader figures are bounded by the one flood
+// sender (a C sendmmsg loop) sharing the machine's cores with the reader, for
+// the C loop and the nexus alike: compare them with each other, not with
+// the DESIGN.md §8 per-call costs.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
