@@ -233,6 +233,12 @@ export interface IpOutput {
   transmitFrame(fill: FrameWriter): boolean
   /** The next IPv4 identification value (for templates writing their own IPv4 header). */
   nextIpv4Id(): number
+  /**
+   * Optional upper-layer reachability hint (RFC 4861 §7.3.1: e.g. "a TCP
+   * acknowledgment of new data"): keeps the next hop REACHABLE without NUD
+   * probes. Cheap; call it at most once per ACK that advances.
+   */
+  confirmReachable?(local: IpAddress, remote: IpAddress): void
 }
 
 // ------------------------------------------------------------------ helpers

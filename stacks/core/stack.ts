@@ -364,7 +364,7 @@ export class StackCore implements IpOutput {
         return
       }
       const version = frame[0] >>> 4
-      if (version === 4) this.ipv4Input(frame, 0, frame.length, now, false)
+      if (version === 4) this.ipv4Input(frame, 0, frame.length, now)
       else if (version === 6) this.ipv6Input(frame, 0, frame.length, now, false)
       else this.counters.link.InErrors++
       return
@@ -393,7 +393,7 @@ export class StackCore implements IpOutput {
     const type = eth.ethertype
     const offset = eth.payloadOffset
     const length = eth.payloadLength
-    if (type === ETHERTYPE_IPV4) this.ipv4Input(frame, offset, length, now, false)
+    if (type === ETHERTYPE_IPV4) this.ipv4Input(frame, offset, length, now)
     else if (type === ETHERTYPE_IPV6) this.ipv6Input(frame, offset, length, now, false)
     else if (type === ETHERTYPE_ARP) this.arpInput(frame, offset, length, now)
     else this.counters.link.InUnknownEthertype++
@@ -405,7 +405,7 @@ export class StackCore implements IpOutput {
     this.rxLinkMulticast = false
     while (this.loopback.length > 0) {
       const packet = this.loopback.shift()!
-      if (packet[0] >>> 4 === 4) this.ipv4Input(packet, 0, packet.length, now, false)
+      if (packet[0] >>> 4 === 4) this.ipv4Input(packet, 0, packet.length, now)
       else this.ipv6Input(packet, 0, packet.length, now, false)
     }
     this.neighbors.poll(now)
@@ -507,7 +507,7 @@ export class StackCore implements IpOutput {
 
   // ------------------------------------------------------------------- IPv4
 
-  private ipv4Input(bytes: Uint8Array, offset: number, length: number, now: number, reassembled: boolean): void {
+  private ipv4Input(bytes: Uint8Array, offset: number, length: number, now: number): void {
     const c = this.counters.ip
     c.InReceives++
     const ip = this.ip4View
@@ -570,7 +570,7 @@ export class StackCore implements IpOutput {
       }
       c.ReasmOKs++
       const whole = this.reassembly.completed
-      this.ipv4Input(whole, 0, whole.length, now, true)
+      this.ipv4Input(whole, 0, whole.length, now)
       return
     }
     const info = this.info4
@@ -587,7 +587,7 @@ export class StackCore implements IpOutput {
     const payloadLength = totalLength - headerLength
     if (protocol === IP_PROTOCOL_ICMP) {
       c.InDelivers++
-      this.icmpv4Input(bytes, offset, headerLength, payloadOffset, payloadLength, dstKind, now)
+      this.icmpv4Input(bytes, payloadOffset, payloadLength, dstKind, now)
       return
     }
     const transport = this.transports[protocol]
@@ -600,7 +600,6 @@ export class StackCore implements IpOutput {
     c.InDelivers++
     const accepted = transport.receive(info, bytes.subarray(payloadOffset, payloadOffset + payloadLength), now)
     if (!accepted) this.sendIcmp4Error(ICMPV4_DEST_UNREACHABLE, 3, 0, bytes, offset, totalLength, dstKind, now)
-    void reassembled
   }
 
   /** How `dst` relates to us, or null when the packet is not for us. */
@@ -626,15 +625,7 @@ export class StackCore implements IpOutput {
 
   // ------------------------------------------------------------------ ICMPv4
 
-  private icmpv4Input(
-    bytes: Uint8Array,
-    ipOffset: number,
-    ipHeaderLength: number,
-    offset: number,
-    length: number,
-    dstKind: DestinationKind,
-    now: number,
-  ): void {
+  private icmpv4Input(bytes: Uint8Array, offset: number, length: number, dstKind: DestinationKind, now: number): void {
     const c = this.counters.icmp
     c.InMsgs++
     const icmp = parseIcmpv4(bytes, offset, length)
@@ -684,8 +675,6 @@ export class StackCore implements IpOutput {
         // Redirects, timestamps, source quench (deprecated, RFC 6633): counted, ignored.
         return
     }
-    void ipOffset
-    void ipHeaderLength
   }
 
   private icmpErrorToTransport4(type: number, code: number, mtu: number, bytes: Uint8Array, offset: number, length: number, now: number): void {
@@ -1406,7 +1395,6 @@ export class StackCore implements IpOutput {
       this.counters.icmp6.OutMsgs++
       this.counters.icmp6.OutNeighborAdvertisements++
     }
-    void now
   }
 
   /** NS: DAD (from ::, no option), multicast resolution, or a unicast NUD probe. */
@@ -1481,7 +1469,6 @@ export class StackCore implements IpOutput {
     local.state = 'duplicate'
     local.dadTimer = Infinity
     this.events.onAddressState?.(local)
-    void now
   }
 
   // ------------------------------------------------ neighbour cache hooks
@@ -1503,7 +1490,6 @@ export class StackCore implements IpOutput {
       const dst = unicast ? addr.v6 : solicitedNodeAddress(addr.v6)
       this.sendNeighborSolicit(addr.v6, src.v6, dst, unicast ? e.mac : null)
     }
-    void now
   }
 
   private flushPending(e: NeighborEntry): void {
@@ -1574,12 +1560,20 @@ export class StackCore implements IpOutput {
   }
 
   pathMtu(local: IpAddress, remote: IpAddress): number {
-    void local
     return this.pmtu.get(remote, this.linkMtu)
   }
 
   pathGeneration(): number {
     return this.routes.generation + this.neighbors.generation + this.pmtu.generation
+  }
+
+  confirmReachable(local: IpAddress, remote: IpAddress): void {
+    if (!this.ethernet || local.version !== remote.version) return
+    const route = this.routeFor(remote)
+    if (route === undefined) return
+    const entry = this.neighbors.get(route?.via ?? remote)
+    // Only an entry in use is refreshed; an INCOMPLETE one still needs its answer.
+    if (entry !== null && entry.hasMac && entry.state !== 'reachable') this.neighbors.confirm(entry.address, this.clock.now())
   }
 
   nextIpv4Id(): number {

@@ -167,6 +167,13 @@ describe('ARP (RFC 826)', () => {
     expect(probe.arp!.targetIp).toBe(PEER)
     s.core.input(arpReplyFrame())
     expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('reachable')
+    // An upper-layer confirmation (TCP progress) also moves a STALE entry back to REACHABLE, without a probe.
+    s.clock.advance(45_000)
+    s.core.poll()
+    expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('stale')
+    s.core.confirmReachable(ip('198.51.100.2'), ip('198.51.100.1'))
+    expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('reachable')
+    expect(s.link.take()).toHaveLength(0)
   })
 
   it('counts malformed ARP and never throws on garbage', () => {
