@@ -66,6 +66,21 @@ export function parseIpv4(
   length = bytes.length - offset,
   options: ParseOptions = DEFAULT_PARSE_OPTIONS,
 ): Ipv4Repr | WireError {
+  return parseIpv4Into(bytes, offset, length, options, null)
+}
+
+/** parseIpv4 into one reused Repr: no allocation per packet except on errors. Valid until the next call. */
+export class Ipv4Parser {
+  readonly repr: Ipv4Repr = {
+    version: 4, src: 0, dst: 0, protocol: 0, ttl: 0, totalLength: 0, headerLength: 0, id: 0, dontFragment: false,
+    moreFragments: false, fragmentOffset: 0, dscp: 0, ecn: 0, checksumValid: null, payloadOffset: 0, payloadLength: 0,
+  }
+  parse(bytes: Uint8Array, offset = 0, length = bytes.length - offset, options: ParseOptions = DEFAULT_PARSE_OPTIONS): Ipv4Repr | WireError {
+    return parseIpv4Into(bytes, offset, length, options, this.repr)
+  }
+}
+
+function parseIpv4Into(bytes: Uint8Array, offset: number, length: number, options: ParseOptions, out: Ipv4Repr | null): Ipv4Repr | WireError {
   if (!inBounds(bytes, offset, length) || length < 1) return new WireError('ipv4', 'truncated', `${length} bytes`)
   const version = bytes[offset] >>> 4
   if (version !== 4) return new WireError('ipv4', 'bad-version', `version ${version}`)
@@ -101,6 +116,24 @@ export function parseIpv4(
     if (!checksumValid && mode === 'verify') return new WireError('ipv4', 'bad-checksum')
   }
   const flagsFragment = readU16(bytes, offset + 6)
+  if (out !== null) {
+    out.src = readU32(bytes, offset + 12)
+    out.dst = readU32(bytes, offset + 16)
+    out.protocol = bytes[offset + 9]
+    out.ttl = bytes[offset + 8]
+    out.totalLength = totalLength
+    out.headerLength = headerLength
+    out.id = readU16(bytes, offset + 4)
+    out.dontFragment = (flagsFragment & 0x4000) !== 0
+    out.moreFragments = (flagsFragment & 0x2000) !== 0
+    out.fragmentOffset = (flagsFragment & 0x1fff) * 8
+    out.dscp = bytes[offset + 1] >>> 2
+    out.ecn = bytes[offset + 1] & 3
+    out.checksumValid = checksumValid
+    out.payloadOffset = offset + headerLength
+    out.payloadLength = available - headerLength
+    return out
+  }
   return {
     version: 4,
     src: readU32(bytes, offset + 12),

@@ -127,6 +127,39 @@ export function parseIpv6(
   length = bytes.length - offset,
   options: ParseOptions = DEFAULT_PARSE_OPTIONS,
 ): Ipv6Repr | WireError {
+  return parseIpv6Into(bytes, offset, length, options, null, null)
+}
+
+interface Ipv6ReuseStore {
+  readonly fragment: Ipv6Fragment
+  readonly routing: Ipv6Routing
+}
+
+/**
+ * parseIpv6 into one reused Repr: no allocation per packet except on errors
+ * (and the rare unrecognized option). `src`/`dst` are copies held by the
+ * parser, not views into the packet. Valid until the next call.
+ */
+export class Ipv6Parser {
+  readonly repr: Ipv6Repr = {
+    version: 6, src: new Uint8Array(16), dst: new Uint8Array(16), nextHeader: 0, hopLimit: 0, payloadLength: 0, flowLabel: 0,
+    trafficClass: 0, extensions: [], fragment: undefined, routing: undefined, unrecognizedOption: undefined, upperProtocol: 0,
+    upperOffset: 0, upperLength: 0, payloadOffset: 0,
+  }
+  private readonly store: Ipv6ReuseStore = { fragment: { offset: 0, moreFragments: false, id: 0 }, routing: { type: 0, segmentsLeft: 0, offset: 0 } }
+  parse(bytes: Uint8Array, offset = 0, length = bytes.length - offset, options: ParseOptions = DEFAULT_PARSE_OPTIONS): Ipv6Repr | WireError {
+    return parseIpv6Into(bytes, offset, length, options, this.repr, this.store)
+  }
+}
+
+function parseIpv6Into(
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  options: ParseOptions,
+  out: Ipv6Repr | null,
+  store: Ipv6ReuseStore | null,
+): Ipv6Repr | WireError {
   if (!inBounds(bytes, offset, length) || length < 1) return new WireError('ipv6', 'truncated', `${length} bytes`)
   const version = bytes[offset] >>> 4
   if (version !== 6) return new WireError('ipv6', 'bad-version', `version ${version}`)
@@ -145,7 +178,8 @@ export function parseIpv6(
     end = offset + length
   }
   const first = readU32(bytes, offset)
-  const extensions: number[] = []
+  const extensions: number[] = out === null ? [] : out.extensions
+  extensions.length = 0
   let fragment: Ipv6Fragment | undefined
   let routing: Ipv6Routing | undefined
   let unrecognizedOption: Ipv6UnrecognizedOption | undefined
@@ -164,7 +198,10 @@ export function parseIpv6(
       headerLength = IPV6_FRAGMENT_HEADER_LENGTH
       if (fragment !== undefined) return new WireError('ipv6', 'malformed', 'two fragment headers')
       const field = readU16(bytes, at + 2)
-      fragment = { offset: field & 0xfff8, moreFragments: (field & 1) !== 0, id: readU32(bytes, at + 4) }
+      fragment = store === null ? { offset: 0, moreFragments: false, id: 0 } : store.fragment
+      fragment.offset = field & 0xfff8
+      fragment.moreFragments = (field & 1) !== 0
+      fragment.id = readU32(bytes, at + 4)
     } else if (protocol === IPV6_EXT_AH) {
       // RFC 4302: length in 4-octet units minus 2.
       headerLength = (bytes[at + 1] + 2) * 4
@@ -178,13 +215,35 @@ export function parseIpv6(
       if (checked !== null && unrecognizedOption === undefined) unrecognizedOption = checked
     } else if (protocol === IPV6_EXT_ROUTING) {
       if (routing !== undefined) return new WireError('ipv6', 'malformed', 'two routing headers')
-      routing = { type: bytes[at + 2], segmentsLeft: bytes[at + 3], offset: at - offset }
+      routing = store === null ? { type: 0, segmentsLeft: 0, offset: 0 } : store.routing
+      routing.type = bytes[at + 2]
+      routing.segmentsLeft = bytes[at + 3]
+      routing.offset = at - offset
     }
     extensions.push(protocol)
     protocol = headerNext
     at += headerLength
     // The data of a non-first fragment is not a header: stop here.
     if (fragment !== undefined && fragment.offset !== 0) break
+  }
+  if (out !== null) {
+    for (let i = 0; i < 16; i++) {
+      out.src[i] = bytes[offset + 8 + i]
+      out.dst[i] = bytes[offset + 24 + i]
+    }
+    out.nextHeader = nextHeader
+    out.hopLimit = bytes[offset + 7]
+    out.payloadLength = payloadLength
+    out.flowLabel = first & 0xfffff
+    out.trafficClass = (first >>> 20) & 0xff
+    out.fragment = fragment
+    out.routing = routing
+    out.unrecognizedOption = unrecognizedOption
+    out.upperProtocol = protocol
+    out.upperOffset = at
+    out.upperLength = end - at
+    out.payloadOffset = offset + IPV6_HEADER_LENGTH
+    return out
   }
   const repr: Ipv6Repr = {
     version: 6,

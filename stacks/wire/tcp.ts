@@ -97,8 +97,12 @@ export function tcpBufferLength(repr: TcpEmitRepr): number {
   return tcpHeaderLength(repr) + repr.payloadLength
 }
 
-function parseOptions(bytes: Uint8Array, start: number, end: number): TcpOptions | WireError {
-  const options: TcpOptions = {}
+/**
+ * Fills `options` from the option bytes. With a `sackStore` (the reusing
+ * TcpParser) the SACK blocks and the timestamp pair are written into
+ * preallocated tuples; otherwise fresh arrays are made.
+ */
+function parseOptionsInto(bytes: Uint8Array, start: number, end: number, options: TcpOptions, store: ReuseStore | null): WireError | null {
   let at = start
   while (at < end) {
     const kind = bytes[at]
@@ -125,29 +129,102 @@ function parseOptions(bytes: Uint8Array, start: number, end: number): TcpOptions
         options.sackPermitted = true
         break
       case TCP_OPTION_SACK: {
-        if ((length - 2) % 8 !== 0 || length === 2) return new WireError('tcp', 'bad-option', `sack length ${length}`)
-        const blocks: [number, number][] = []
-        for (let b = at + 2; b < at + length; b += 8) blocks.push([readU32(bytes, b), readU32(bytes, b + 4)])
+        // At most 4 blocks fit in 40 bytes of options (RFC 2018 section 3).
+        if ((length - 2) % 8 !== 0 || length === 2 || length > 34) return new WireError('tcp', 'bad-option', `sack length ${length}`)
+        const count = (length - 2) / 8
+        let blocks: [number, number][]
+        if (store === null) {
+          blocks = []
+          for (let i = 0; i < count; i++) blocks.push([readU32(bytes, at + 2 + 8 * i), readU32(bytes, at + 6 + 8 * i)])
+        } else {
+          blocks = store.blocks
+          blocks.length = count
+          for (let i = 0; i < count; i++) {
+            const block = store.sackTuples[i]
+            block[0] = readU32(bytes, at + 2 + 8 * i)
+            block[1] = readU32(bytes, at + 6 + 8 * i)
+            blocks[i] = block
+          }
+        }
         options.sack = blocks
         break
       }
-      case TCP_OPTION_TIMESTAMP:
+      case TCP_OPTION_TIMESTAMP: {
         if (length !== 10) return new WireError('tcp', 'bad-option', `timestamp length ${length}`)
-        options.timestamp = [readU32(bytes, at + 2), readU32(bytes, at + 6)]
+        const pair: [number, number] = store === null ? [0, 0] : store.timestamp
+        pair[0] = readU32(bytes, at + 2)
+        pair[1] = readU32(bytes, at + 6)
+        options.timestamp = pair
         break
+      }
       default:
         // Unknown: skipped by length (RFC 9293 3.2: "must be prepared to handle an illegal option length").
         break
     }
     at += length
   }
-  return options
+  return null
+}
+
+interface ReuseStore {
+  readonly blocks: [number, number][]
+  readonly sackTuples: [number, number][]
+  readonly timestamp: [number, number]
+}
+
+function parseTcpInto(
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  ip: IpPseudoHeader | null,
+  options: ParseOptions,
+  out: TcpRepr,
+  store: ReuseStore | null,
+): TcpRepr | WireError {
+  if (!inBounds(bytes, offset, length) || length < TCP_HEADER_LENGTH) return new WireError('tcp', 'truncated', `${length} bytes`)
+  const headerLength = (bytes[offset + 12] >>> 4) * 4
+  if (headerLength < TCP_HEADER_LENGTH) return new WireError('tcp', 'bad-length', `data offset ${headerLength / 4}`)
+  if (headerLength > length) return new WireError('tcp', 'truncated', `header ${headerLength} > ${length} bytes`)
+  const parsedOptions = out.options
+  if (store !== null) {
+    // Reused object: clear what the previous segment set (assigning undefined keeps its shape).
+    parsedOptions.mss = undefined
+    parsedOptions.windowScale = undefined
+    parsedOptions.sackPermitted = undefined
+    parsedOptions.sack = undefined
+    parsedOptions.timestamp = undefined
+  }
+  const error = parseOptionsInto(bytes, offset + TCP_HEADER_LENGTH, offset + headerLength, parsedOptions, store)
+  if (error !== null) return error
+  let checksumValid: boolean | null = null
+  const mode = options.checksum ?? 'verify'
+  if (ip !== null && mode !== 'ignore') {
+    checksumValid = checksumFold(checksumAccumulate(bytes, offset, length, pseudoHeaderSum(ip, IP_PROTOCOL_TCP, length))) === 0
+    if (!checksumValid && mode === 'verify') return new WireError('tcp', 'bad-checksum')
+  }
+  out.srcPort = readU16(bytes, offset)
+  out.dstPort = readU16(bytes, offset + 2)
+  out.seq = readU32(bytes, offset + 4)
+  out.ack = readU32(bytes, offset + 8)
+  out.flags = bytes[offset + 13]
+  out.window = readU16(bytes, offset + 14)
+  out.urgentPointer = readU16(bytes, offset + 18)
+  out.headerLength = headerLength
+  out.checksumValid = checksumValid
+  out.payloadOffset = offset + headerLength
+  out.payloadLength = length - headerLength
+  return out
+}
+
+function emptyTcpRepr(): TcpRepr {
+  return { srcPort: 0, dstPort: 0, seq: 0, ack: 0, flags: 0, window: 0, urgentPointer: 0, headerLength: 0, options: {}, checksumValid: null, payloadOffset: 0, payloadLength: 0 }
 }
 
 /**
  * Parses the segment at `offset`; `length` is the IP payload length. With
  * `ip` (an Ipv4Repr/Ipv6Repr or any pseudo-header) the checksum is checked
- * per `options.checksum`.
+ * per `options.checksum`. Returns a fresh Repr whose options hold only what
+ * the segment carries; TcpParser is the allocation-free variant.
  */
 export function parseTcp(
   bytes: Uint8Array,
@@ -156,33 +233,21 @@ export function parseTcp(
   ip: IpPseudoHeader | null = null,
   options: ParseOptions = DEFAULT_PARSE_OPTIONS,
 ): TcpRepr | WireError {
-  if (!inBounds(bytes, offset, length) || length < TCP_HEADER_LENGTH) return new WireError('tcp', 'truncated', `${length} bytes`)
-  const headerLength = (bytes[offset + 12] >>> 4) * 4
-  if (headerLength < TCP_HEADER_LENGTH) return new WireError('tcp', 'bad-length', `data offset ${headerLength / 4}`)
-  if (headerLength > length) return new WireError('tcp', 'truncated', `header ${headerLength} > ${length} bytes`)
-  const srcPort = readU16(bytes, offset)
-  const dstPort = readU16(bytes, offset + 2)
-  const parsedOptions = parseOptions(bytes, offset + TCP_HEADER_LENGTH, offset + headerLength)
-  if (parsedOptions instanceof WireError) return parsedOptions
-  let checksumValid: boolean | null = null
-  const mode = options.checksum ?? 'verify'
-  if (ip !== null && mode !== 'ignore') {
-    checksumValid = checksumFold(checksumAccumulate(bytes, offset, length, pseudoHeaderSum(ip, IP_PROTOCOL_TCP, length))) === 0
-    if (!checksumValid && mode === 'verify') return new WireError('tcp', 'bad-checksum')
-  }
-  return {
-    srcPort,
-    dstPort,
-    seq: readU32(bytes, offset + 4),
-    ack: readU32(bytes, offset + 8),
-    flags: bytes[offset + 13],
-    window: readU16(bytes, offset + 14),
-    urgentPointer: readU16(bytes, offset + 18),
-    headerLength,
-    options: parsedOptions,
-    checksumValid,
-    payloadOffset: offset + headerLength,
-    payloadLength: length - headerLength,
+  return parseTcpInto(bytes, offset, length, ip, options, emptyTcpRepr(), null)
+}
+
+/**
+ * The same checks as parseTcp into one reused Repr (options object, SACK
+ * tuples and timestamp pair included): no allocation per segment except on
+ * errors. The Repr is valid until the next call; copy what must outlive it.
+ * Absent options read as undefined.
+ */
+export class TcpParser {
+  readonly repr: TcpRepr = emptyTcpRepr()
+  private readonly store: ReuseStore = { blocks: [], sackTuples: [[0, 0], [0, 0], [0, 0], [0, 0]], timestamp: [0, 0] }
+
+  parse(bytes: Uint8Array, offset = 0, length = bytes.length - offset, ip: IpPseudoHeader | null = null, options: ParseOptions = DEFAULT_PARSE_OPTIONS): TcpRepr | WireError {
+    return parseTcpInto(bytes, offset, length, ip, options, this.repr, this.store)
   }
 }
 

@@ -42,6 +42,18 @@ export function parseUdp(
   ip: IpPseudoHeader | null = null,
   options: ParseOptions = DEFAULT_PARSE_OPTIONS,
 ): UdpRepr | WireError {
+  return parseUdpInto(bytes, offset, length, ip, options, null)
+}
+
+/** parseUdp into one reused Repr: no allocation per datagram except on errors. Valid until the next call. */
+export class UdpParser {
+  readonly repr: UdpRepr = { srcPort: 0, dstPort: 0, length: 0, checksumValid: null, payloadOffset: 0, payloadLength: 0 }
+  parse(bytes: Uint8Array, offset = 0, length = bytes.length - offset, ip: IpPseudoHeader | null = null, options: ParseOptions = DEFAULT_PARSE_OPTIONS): UdpRepr | WireError {
+    return parseUdpInto(bytes, offset, length, ip, options, this.repr)
+  }
+}
+
+function parseUdpInto(bytes: Uint8Array, offset: number, length: number, ip: IpPseudoHeader | null, options: ParseOptions, out: UdpRepr | null): UdpRepr | WireError {
   if (!inBounds(bytes, offset, length) || length < UDP_HEADER_LENGTH) return new WireError('udp', 'truncated', `${length} bytes`)
   const udpLength = readU16(bytes, offset + 4)
   if (udpLength < UDP_HEADER_LENGTH) return new WireError('udp', 'bad-length', `length field ${udpLength}`)
@@ -65,6 +77,15 @@ export function parseUdp(
     if (checksumValid === false && mode === 'verify') {
       return new WireError('udp', 'bad-checksum', checksum === 0 ? 'zero checksum over IPv6' : undefined)
     }
+  }
+  if (out !== null) {
+    out.srcPort = readU16(bytes, offset)
+    out.dstPort = readU16(bytes, offset + 2)
+    out.length = udpLength
+    out.checksumValid = checksumValid
+    out.payloadOffset = offset + UDP_HEADER_LENGTH
+    out.payloadLength = present - UDP_HEADER_LENGTH
+    return out
   }
   return {
     srcPort: readU16(bytes, offset),
