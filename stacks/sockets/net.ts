@@ -173,10 +173,7 @@ export class StackSocket extends Duplex {
     if (this.closedPending && conn.readableBytes === 0) {
       this.closedPending = false
       // Closed without an error: the peer's FIN arrived, or we are done.
-      if (!this.peerEnded) {
-        this.peerEnded = true
-        this.push(null)
-      }
+      if (!this.peerEnded) this.pushEndOfStream()
       if (this.pendingWrite !== null) {
         const { callback } = this.pendingWrite
         this.pendingWrite = null
@@ -212,13 +209,26 @@ export class StackSocket extends Duplex {
       this.refreshIdle()
       this.readWanted = this.push(n === chunk.length ? chunk : chunk.subarray(0, n))
     }
-    if (conn.readableBytes === 0 && this.peerFinished(conn) && !this.peerEnded) {
-      this.peerEnded = true
-      // Duplex ends our side on 'end' (after the buffered data is consumed)
-      // unless allowHalfOpen, as net.Socket does.
-      this.push(null)
-    }
+    if (conn.readableBytes === 0 && this.peerFinished(conn) && !this.peerEnded) this.pushEndOfStream()
     this.shell.kick() // a read may have opened the window
+  }
+
+  /**
+   * The peer's FIN as end-of-stream. Duplex then ends our side too unless
+   * allowHalfOpen, as net.Socket does. When data is still buffered, EOF
+   * follows on a later turn, as libuv delivers UV_EOF in its own read
+   * callback: consumers such as undici finish (and destroy) on the data and
+   * do not expect 'end' in the same tick.
+   */
+  private pushEndOfStream(): void {
+    this.peerEnded = true
+    if (this.readableLength === 0) {
+      this.push(null)
+      return
+    }
+    setImmediate(() => {
+      if (!this.destroyed) this.push(null)
+    })
   }
 
   private peerFinished(conn: TcpConnection): boolean {
@@ -553,6 +563,21 @@ export class StackSocket extends Duplex {
   /** The TCP state of the underlying connection, for diagnostics. */
   get tcpState(): string {
     return this.conn?.stateName ?? 'CLOSED'
+  }
+
+  /** Read-only: the connection's congestion window in bytes (0 before connect); used by TLS record sizing. */
+  get tcpCongestionWindow(): number {
+    return this.conn?.cc.cwnd ?? 0
+  }
+
+  /** Read-only: the connection's effective send MSS in bytes (0 before connect). */
+  get tcpSendMss(): number {
+    return this.conn?.sndMss ?? 0
+  }
+
+  /** Read-only: the connection's current retransmission timeout in ms (0 before connect). */
+  get tcpRetransmitTimeout(): number {
+    return this.conn?.rto ?? 0
   }
 }
 
