@@ -50,6 +50,30 @@ export const TCP_STATE_NAMES = [
 ] as const
 export type TcpStateName = (typeof TCP_STATE_NAMES)[number]
 
+export interface TcpConnectionInfo {
+  state: TcpStateName
+  sndMss: number
+  advertisedMss: number
+  srttMs: number
+  rttvarMs: number
+  rtoMs: number
+  cwnd: number
+  ssthresh: number
+  congestionControl: string
+  sendWindow: number
+  receiveWindow: number
+  sendWindowShift: number
+  receiveWindowShift: number
+  timestamps: boolean
+  sack: boolean
+  bytesInFlight: number
+  unsentBytes: number
+  readableBytes: number
+  outOfOrderBytes: number
+  inRecovery: boolean
+  retries: number
+}
+
 /** What a connection needs from its layer (the TcpLayer implements it). */
 export interface ConnectionHost {
   readonly cfg: ResolvedTcpConfig
@@ -260,6 +284,33 @@ export class TcpConnection {
   /** Bytes in flight: sent (SYN and FIN included) and not acknowledged. */
   get flightSize(): number {
     return seqDiff(this.sndMax, this.sndUna)
+  }
+
+  /** A snapshot for diagnostics (`flowstack flows`, like Linux's TCP_INFO / ss -ti). */
+  info(): TcpConnectionInfo {
+    return {
+      state: this.stateName,
+      sndMss: this.sndMss,
+      advertisedMss: this.advertisedMss,
+      srttMs: this.srtt,
+      rttvarMs: this.rttvar,
+      rtoMs: this.rto,
+      cwnd: this.cc.cwnd,
+      ssthresh: this.cc.ssthresh,
+      congestionControl: this.cc.name,
+      sendWindow: this.sndWnd,
+      receiveWindow: Math.max(0, seqDiff(this.rcvAdvEdge, this.rcvNxt)),
+      sendWindowShift: this.sndWndShift,
+      receiveWindowShift: this.rcvWndShift,
+      timestamps: this.tsEnabled,
+      sack: this.sackEnabled,
+      bytesInFlight: this.flightSize,
+      unsentBytes: Math.max(0, this.sendBuffer.length - seqDiff(this.sndNxt, this.sndUna)),
+      readableBytes: this.receiveBuffer.length,
+      outOfOrderBytes: this.reorder.bytes,
+      inRecovery: this.inRecovery,
+      retries: this.retries,
+    }
   }
 
   /** The earliest pending timer. */

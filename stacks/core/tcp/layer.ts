@@ -163,6 +163,11 @@ export class TcpLayer implements ConnectionHost {
    */
   input(src: IpAddress, dst: IpAddress, seg: TcpSegment, payload: Uint8Array, now: number): void {
     this.counters.inSegs++
+    if (seg.srcPort === 0 || seg.dstPort === 0) {
+      // Port 0 is reserved (RFC 6335 §6): never a valid endpoint.
+      this.counters.inErrs++
+      return
+    }
     const conn = this.lookup(dst, seg.dstPort, src, seg.srcPort)
     if (conn) {
       if (conn.state === TcpState.TimeWait && seg.flags & FLAG_SYN && !(seg.flags & FLAG_ACK) && conn.acceptsReopen(seg)) {

@@ -132,6 +132,30 @@ describe('sending data', () => {
     expect(s.ack).toBe(peer.seq)
   })
 
+  it('info() reports the negotiated options, windows and timers', () => {
+    const h = new Harness()
+    const peer = establish(h, { sack: true, timestamps: true, windowScale: 7 })
+    peer.conn.send(bytes(5000))
+    const i = peer.conn.info()
+    expect(i.state).toBe('ESTABLISHED')
+    expect(i.sack).toBe(true)
+    expect(i.timestamps).toBe(true)
+    expect(i.sendWindowShift).toBe(7)
+    expect(i.sndMss).toBe(1448)
+    expect(i.cwnd).toBe(14480)
+    // Three full segments; Nagle holds the 656-byte tail while they are unacknowledged.
+    expect(i.bytesInFlight).toBe(3 * 1448)
+    expect(i.unsentBytes).toBe(656)
+    expect(i.congestionControl).toBe('newreno')
+  })
+
+  it('segments from or to port 0 are dropped and counted', () => {
+    const h = new Harness()
+    h.inject({ seq: 1, flags: 0x02, srcPort: 0 })
+    h.none()
+    expect(h.layer.counters.inErrs).toBe(1)
+  })
+
   it('initial window of 10 segments (RFC 6928), then slow start grows it per ACK', () => {
     const h = new Harness()
     const peer = establish(h)
