@@ -1628,7 +1628,8 @@ export class StackCore implements IpOutput {
       c.OutNoRoutes++
       return 'no-route'
     }
-    const hopLimit = options?.hopLimit ?? this.hopLimit
+    // RFC 1122 §3.2.1.7: "A host MUST NOT send a datagram with a Time-to-Live (TTL) value of zero."
+    const hopLimit = Math.min(255, Math.max(1, options?.hopLimit ?? this.hopLimit))
     const tos = options?.tos ?? 0
     const headerLength = v4 ? 20 : 40
     const total = headerLength + payloadLength

@@ -84,6 +84,37 @@ describe('IPv4 input and ICMP (RFC 791, 792, 1122)', () => {
     expect(s.core.counters.icmp.OutDestUnreachs).toBe(1)
   })
 
+  it('delivers UDP broadcasts to every endpoint on the port (SO_REUSEADDR) and never answers them with ICMP', () => {
+    const s = ready()
+    const got: string[] = []
+    const one = s.core.udp.bind({ family: 4, port: 67, reuseAddress: true }, { message: (_p, r) => got.push(`one:${r.dstKind}`) })
+    const two = s.core.udp.bind({ family: 4, port: 67, reuseAddress: true }, { message: (_p, r) => got.push(`two:${r.dstKind}`) })
+    expect(typeof one).not.toBe('string')
+    expect(typeof two).not.toBe('string')
+    expect(s.core.udp.bind({ family: 4, port: 67 }, { message: () => {} })).toBe('EADDRINUSE')
+    const bcast = new Uint8Array(6).fill(0xff)
+    for (const dst of ['198.51.100.255', '255.255.255.255']) {
+      const d = udpDatagram({ version: 4, v4: PEER }, { version: 4, v4: v4(dst) }, 68, 67, fill(10))
+      s.core.input(ethernet(bcast, PEER_MAC, ETHERTYPE_IPV4, ipv4Packet({ src: PEER, dst: v4(dst), protocol: 17 }, d)))
+    }
+    expect(got).toEqual(['one:broadcast', 'two:broadcast', 'one:broadcast', 'two:broadcast'])
+    const closed = udpDatagram({ version: 4, v4: PEER }, { version: 4, v4: v4('198.51.100.255') }, 68, 999, fill(10))
+    s.core.input(ethernet(bcast, PEER_MAC, ETHERTYPE_IPV4, ipv4Packet({ src: PEER, dst: v4('198.51.100.255'), protocol: 17 }, closed)))
+    expect(s.link.take()).toHaveLength(0)
+    expect(s.core.counters.udp.NoPorts).toBe(1)
+  })
+
+  it('accepts datagrams with TTL 1 and never sends TTL 0 (RFC 1122 §3.2.1.7)', () => {
+    const s = ready()
+    const got: number[] = []
+    s.core.udp.bind({ family: 4, port: 9 }, { message: (p) => got.push(p.length) })
+    s.core.input(frame4(ipv4Packet({ src: PEER, dst: US, protocol: 17, ttl: 1 }, udpDatagram({ version: 4, v4: PEER }, { version: 4, v4: US }, 5, 9, fill(3)))))
+    expect(got).toEqual([3])
+    s.core.sendIp(ip('198.51.100.2'), ip('198.51.100.1'), 253, 4, (b, at) => b.fill(0, at, at + 4), { hopLimit: 0 })
+    const [d] = s.link.take().map((f) => decode(f))
+    expect(d.ip4!.ttl).toBe(1)
+  })
+
   it('answers an unknown protocol with protocol unreachable', () => {
     const s = ready()
     s.core.input(frame4(ipv4Packet({ src: PEER, dst: US, protocol: 132 }, fill(12))))
