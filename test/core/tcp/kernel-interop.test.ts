@@ -110,7 +110,8 @@ function waitForLine(child: ChildProcess, text: string, timeoutMs: number): Prom
     const timer = setTimeout(() => reject(new Error(`timed out waiting for "${text}"; got: ${out}`)), timeoutMs)
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString()
-      if (out.includes(text)) {
+      // Only whole lines count: a chunk may end in the middle of one.
+      if (out.split('\n').slice(0, -1).some((line) => line.includes(text))) {
         clearTimeout(timer)
         resolve(out)
       }
