@@ -6,7 +6,8 @@
 //
 // This file is also the worker: started with workerData.channelBench it plays
 // one role (producer or consumer) and never exports results.
-import { isMainThread, MessageChannel, type MessagePort, parentPort, Worker, workerData } from 'node:worker_threads'
+import { isMainThread, MessageChannel, type MessagePort, parentPort, type Worker, workerData } from 'node:worker_threads'
+import { startWorker } from '../common/worker-url.js'
 import { performance } from 'node:perf_hooks'
 import { attachChannel, createChannel } from '../nexus/channel/index.js'
 import type { BenchOptions, BenchResult } from './types.js'
@@ -149,18 +150,8 @@ function postMessageConsumer(data: RoleData): Promise<number> {
   })
 }
 
-function workerSource(): { url: URL | string; eval: boolean } {
-  const self = import.meta.url
-  if (self.endsWith('.ts')) {
-    // Running from source under tsx: register its loader before importing this file.
-    return { url: `import { register } from 'tsx/esm/api'; register(); await import(${JSON.stringify(self)})`, eval: true }
-  }
-  return { url: new URL(self), eval: false }
-}
-
 function startRole(data: RoleData, transfer: MessagePort[]): { worker: Worker; result: Promise<number> } {
-  const source = workerSource()
-  const worker = new Worker(source.url, { eval: source.eval, workerData: data, transferList: transfer })
+  const worker = startWorker('./channel.bench.js', import.meta.url, { workerData: data, transferList: transfer })
   const result = new Promise<number>((resolve, reject) => {
     worker.once('message', (value: number) => resolve(value))
     worker.once('error', reject)

@@ -8,7 +8,8 @@
 //
 // This file is also the worker: started with workerData.memoryBench it plays
 // one role (producer or consumer) and never exports results.
-import { isMainThread, MessageChannel, type MessagePort, parentPort, Worker, workerData } from 'node:worker_threads'
+import { isMainThread, MessageChannel, type MessagePort, parentPort, type Worker, workerData } from 'node:worker_threads'
+import { startWorker } from '../common/worker-url.js'
 import { performance } from 'node:perf_hooks'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { attachMemoryPort, createMemoryWire, type MemoryPortHandle } from '../nexus/ports/memory.js'
@@ -136,17 +137,8 @@ function postMessageConsumer(data: RoleData): Promise<number> {
   })
 }
 
-function workerSource(): { url: URL | string; eval: boolean } {
-  const self = import.meta.url
-  if (self.endsWith('.ts')) {
-    return { url: `import { register } from 'tsx/esm/api'; register(); await import(${JSON.stringify(self)})`, eval: true }
-  }
-  return { url: new URL(self), eval: false }
-}
-
 function startRole(data: RoleData, transfer: MessagePort[]): { worker: Worker; result: Promise<number> } {
-  const source = workerSource()
-  const worker = new Worker(source.url, { eval: source.eval, workerData: data, transferList: transfer })
+  const worker = startWorker('./memory.bench.js', import.meta.url, { workerData: data, transferList: transfer })
   const result = new Promise<number>((resolve, reject) => {
     worker.once('message', (time: number) => resolve(time))
     worker.once('error', reject)

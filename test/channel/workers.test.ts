@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createChannel, type ChannelSide } from '../../nexus/channel/index.js'
-import { startWorker } from './start-worker.js'
+import { startWorker } from '../../common/worker-url.js'
 import type { PumpConfig, PumpResult } from './pump-worker.js'
 
 const live = new Set<Worker>()

@@ -1,7 +1,5 @@
 // Shared helpers for the memory port and impairment tests.
 import { setImmediate as tick } from 'node:timers/promises'
-import { Worker, type WorkerOptions } from 'node:worker_threads'
-import { workerEntry } from '../../common/worker-url.js'
 import type { ChannelEnd } from '../../nexus/channel/index.js'
 import type { MemoryPoolReport } from '../../nexus/ports/memory.js'
 
@@ -75,16 +73,4 @@ export function poolsFull(report: MemoryPoolReport): boolean {
   return report.device.held === 0 && user.held === 0 && report.device.free + user.free === report.total
 }
 
-/**
- * Starts a worker from its .ts source under vitest. Node 20 does not apply a
- * worker's execArgv `--import tsx` to the worker's own entry module, so a tiny
- * eval'd entry registers tsx first and then imports the file.
- */
-export function startWorker(relativeJsPath: string, importMetaUrl: string, options: WorkerOptions = {}): Worker {
-  const entry = workerEntry(relativeJsPath, importMetaUrl)
-  if (entry.url.pathname.endsWith('.ts')) {
-    const source = `import { register } from 'tsx/esm/api'; register(); await import(${JSON.stringify(entry.url.href)})`
-    return new Worker(source, { ...options, eval: true })
-  }
-  return new Worker(entry.url, { ...options, execArgv: entry.execArgv })
-}
+export { startWorker } from '../../common/worker-url.js'
