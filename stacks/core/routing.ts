@@ -7,7 +7,7 @@
 import type { IpAddress } from './contracts.js'
 import { prefixMatches, maskAddress, sameAddress } from './ip-util.js'
 
-export type RouteSource = 'connected' | 'static' | 'ra'
+export type RouteSource = 'connected' | 'static' | 'ra' | 'redirect'
 
 export interface Route {
   readonly version: 4 | 6
@@ -47,7 +47,7 @@ export class RoutingTable {
       prefixLength: input.prefixLength,
       via: input.via ?? null,
       source: input.source ?? 'static',
-      metric: input.metric ?? (input.source === 'connected' ? 0 : input.source === 'ra' ? 1024 : 100),
+      metric: input.metric ?? (input.source === 'connected' || input.source === 'redirect' ? 0 : input.source === 'ra' ? 1024 : 100),
       expiresAt: input.expiresAt ?? Infinity,
     }
     // Replace a route with the same prefix, next hop and source (RA refresh).

@@ -61,6 +61,7 @@ import {
   ICMPV4_ECHO_REPLY,
   ICMPV4_ECHO_REQUEST,
   ICMPV4_PARAMETER_PROBLEM,
+  ICMPV4_REDIRECT,
   ICMPV4_TIME_EXCEEDED,
   ICMPV4_UNREACH_FRAG_NEEDED,
   emitIcmpv4,
@@ -671,10 +672,32 @@ export class StackCore implements IpOutput {
         c.InParmProbs++
         this.icmpErrorToTransport4(icmp.type, icmp.code, 0, bytes, icmp.payloadOffset, icmp.payloadLength, now)
         return
+      case ICMPV4_REDIRECT:
+        this.counters.icmp.InRedirects++
+        this.redirect4(icmp.gateway ?? 0, bytes, icmp.payloadOffset, icmp.payloadLength, now)
+        return
       default:
-        // Redirects, timestamps, source quench (deprecated, RFC 6633): counted, ignored.
+        // Timestamps, source quench (deprecated, RFC 6633) ...: counted, ignored.
         return
     }
+  }
+
+  /**
+   * RFC 1122 §3.2.2.2: "A host receiving a Redirect message MUST update its
+   * routing information accordingly" — as a host route, accepted only from
+   * the gateway we currently use for that destination and only towards a
+   * gateway on a directly connected network (RFC 1122 §3.3.1.2).
+   */
+  private redirect4(gateway: number, bytes: Uint8Array, offset: number, length: number, now: number): void {
+    if (length < 28 || bytes[offset] >>> 4 !== 4) return
+    const destination: IpAddress = { version: 4, v4: readU32(bytes, offset + 16) }
+    const current = this.routes.lookup(destination)
+    const from = this.src4.v4
+    if (current === null || current.via === null || current.via.version !== 4 || current.via.v4 !== from) return
+    const newGateway: IpAddress = { version: 4, v4: gateway }
+    const onLink = this.routes.lookup(newGateway)
+    if (onLink === null || onLink.via !== null || this.findLocal(newGateway) !== null) return
+    this.routes.add({ prefix: destination, prefixLength: 32, via: newGateway, source: 'redirect', expiresAt: now + REDIRECT_LIFETIME_MS })
   }
 
   private icmpErrorToTransport4(type: number, code: number, mtu: number, bytes: Uint8Array, offset: number, length: number, now: number): void {
@@ -1097,6 +1120,7 @@ export class StackCore implements IpOutput {
         return
       case NDP_REDIRECT:
         c.InRedirects++
+        this.redirect6(bytes, ipOffset, at, length, now)
         return
       default:
         // RFC 4443 §2.4(b): unknown informational messages are silently discarded; unknown errors go up.
@@ -1371,6 +1395,34 @@ export class StackCore implements IpOutput {
     const advertised = valid === 0xffffffff ? Infinity : valid * 1000
     if (advertised > TWO_HOURS || advertised > remaining) existing.validUntil = now + advertised
     else if (remaining > TWO_HOURS) existing.validUntil = now + TWO_HOURS
+  }
+
+  /**
+   * RFC 4861 §8: a Redirect tells us a better first hop (Target) for a
+   * Destination, or that the Destination is on-link (Target == Destination).
+   * §8.1 validity: link-local source, hop limit 255, code 0, at least 40
+   * bytes, the source is our current first hop for the destination, the
+   * destination is not multicast, and the target is link-local or the destination.
+   */
+  private redirect6(bytes: Uint8Array, ipOffset: number, at: number, length: number, now: number): void {
+    if (!this.ndpValid(bytes, ipOffset, at, length, 40)) return
+    if (!isIpv6LinkLocal(this.src6.v6)) return
+    const target = bytes.slice(at + 8, at + 24)
+    const destinationBytes = bytes.slice(at + 24, at + 40)
+    if (isIpv6Multicast(destinationBytes)) return
+    const toDestination = equal16(target, destinationBytes)
+    if (!toDestination && !isIpv6LinkLocal(target)) return
+    const destination: IpAddress = { version: 6, v6: destinationBytes }
+    const current = this.routeFor(destination)
+    if (current === undefined || current === null || current.via === null || current.via.version !== 6 || !equal16(current.via.v6, this.src6.v6)) return
+    let targetLl: Uint8Array | null = null
+    if (!this.ndpOptions(bytes, at + 40, at + length, (type, p, len) => {
+      if (type === NDP_OPT_TARGET_LL && len >= 8) targetLl = bytes.slice(p + 2, p + 8)
+    })) return
+    const targetAddress: IpAddress = { version: 6, v6: target }
+    // §8.3: with a target link-layer option the neighbour entry is created or updated STALE.
+    if (targetLl !== null) this.neighbors.learn(targetAddress, targetLl, false, true, true, now)
+    this.routes.add({ prefix: destination, prefixLength: 128, via: toDestination ? null : targetAddress, source: 'redirect', expiresAt: now + REDIRECT_LIFETIME_MS })
   }
 
   private sendNeighborAdvert(target: IpAddress, dst: IpAddress, solicited: boolean, override: boolean, now: number): void {
@@ -1953,6 +2005,8 @@ class PacketInfo implements IpPacketInfo {
 const EMPTY_BYTES = new Uint8Array(0)
 const NDP_HOP_LIMIT = 255
 const TWO_HOURS = 2 * 3600 * 1000
+/** Redirect-learned host routes are forgotten after 10 minutes (then the router redirects again if still needed). */
+const REDIRECT_LIFETIME_MS = 600_000
 
 /** Absolute end of an NDP lifetime in seconds (0xffffffff = infinity). */
 function lifetimeEnd(seconds: number, now: number): number {

@@ -193,7 +193,7 @@ export function icmpv4Echo(type: number, identifier: number, sequence: number, d
 export function icmpv4Message(type: number, code: number, rest: number, body: Uint8Array): Uint8Array {
   const m = new Uint8Array(8 + body.length)
   m.set(body, 8)
-  emitIcmpv4({ type, code, restOfHeader: rest, nextHopMtu: rest & 0xffff, pointer: rest >>> 24, payloadLength: body.length }, m, 0)
+  emitIcmpv4({ type, code, restOfHeader: rest, nextHopMtu: rest & 0xffff, pointer: rest >>> 24, gateway: rest, payloadLength: body.length }, m, 0)
   return m
 }
 

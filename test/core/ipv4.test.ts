@@ -240,6 +240,26 @@ describe('interface configuration', () => {
   })
 })
 
+describe('ICMP redirects (RFC 1122 §3.2.2.2)', () => {
+  it('install a host route via the new gateway, only when sent by our current gateway towards an on-link one', () => {
+    const s = ready({ routes: [{ to: 'default', via: '198.51.100.1' }] })
+    const quoted = ipv4Packet({ src: US, dst: v4('203.0.113.9'), protocol: 17 }, fill(8))
+    const redirect = (from: string, gateway: string) =>
+      frame4(ipv4Packet({ src: v4(from), dst: US, protocol: 1 }, icmpv4Message(5, 1, v4(gateway), quoted)))
+    s.core.input(redirect('198.51.100.7', '198.51.100.254')) // not our gateway
+    s.core.input(redirect('198.51.100.1', '192.0.2.1')) // new gateway not on-link
+    expect(s.core.routes.lookup(ip('203.0.113.9'))!.prefixLength).toBe(0)
+    s.core.input(redirect('198.51.100.1', '198.51.100.254'))
+    const r = s.core.routes.lookup(ip('203.0.113.9'))!
+    expect([r.prefixLength, r.source, r.via !== null && r.via.version === 4 && r.via.v4]).toEqual([32, 'redirect', v4('198.51.100.254')])
+    expect(s.core.routes.lookup(ip('203.0.113.10'))!.prefixLength).toBe(0)
+    expect(s.core.counters.icmp.InRedirects).toBe(3)
+    s.clock.advance(600_000)
+    s.core.poll()
+    expect(s.core.routes.lookup(ip('203.0.113.9'))!.prefixLength).toBe(0)
+  })
+})
+
 describe('IPv4 output', () => {
   it('fragments a large datagram when DF is clear, and refuses it when DF is set', () => {
     const s = ready()

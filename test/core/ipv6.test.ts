@@ -218,6 +218,30 @@ describe('SLAAC (RFC 4862 §5.5.3)', () => {
   })
 })
 
+describe('NDP redirects (RFC 4861 §8)', () => {
+  it('take a better first hop or an on-link destination from our current router only', () => {
+    const s = makeStack({ dad: false, addresses: ['2001:db8::2/64'], routes: [{ to: '::/0', via: 'fe80::1' }], acceptRouterAdvertisements: false })
+    const OTHER_ROUTER = v6('fe80::2')
+    const tlla = concat(new Uint8Array([2, 1]), new Uint8Array([2, 0, 0, 0, 0, 0x22]))
+    const redirect = (from: Uint8Array, target: Uint8Array, destination: Uint8Array) =>
+      icmpv6Frame(OUR_MAC, from, v6('fe80::ff:fe00:2'), 137, 0, 0, concat(target, destination, tlla))
+    const via = (dst: string) => {
+      const r = s.core.routes.lookup(ip(dst))!
+      return r.via === null ? 'on-link' : formatIpv6Address((r.via as { v6: Uint8Array }).v6)
+    }
+    s.core.input(redirect(OTHER_ROUTER, OTHER_ROUTER, v6('2001:db8:99::5'))) // not from our router
+    expect(via('2001:db8:99::5')).toBe('fe80::1')
+    s.core.input(redirect(ROUTER_LL, OTHER_ROUTER, v6('2001:db8:99::5')))
+    expect(via('2001:db8:99::5')).toBe('fe80::2')
+    expect(s.core.neighbors.get(ip('fe80::2'))!.mac).toEqual(new Uint8Array([2, 0, 0, 0, 0, 0x22]))
+    s.core.input(redirect(ROUTER_LL, v6('2001:db8:99::6'), v6('2001:db8:99::6'))) // target == destination: on-link
+    expect(via('2001:db8:99::6')).toBe('on-link')
+    s.core.input(redirect(ROUTER_LL, v6('2001:db8:1::7'), v6('2001:db8:99::7'))) // global target ≠ destination: invalid
+    expect(via('2001:db8:99::7')).toBe('fe80::1')
+    expect(s.core.counters.icmp6.InRedirects).toBe(4)
+  })
+})
+
 describe('IPv6 input and ICMPv6 (RFC 8200, 4443)', () => {
   it('answers an echo request', () => {
     const s = ready()
