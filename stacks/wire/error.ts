@@ -32,6 +32,10 @@ export const WIRE_ERROR_REASONS: readonly WireErrorReason[] = [
 
 export type WireLayer = 'ethernet' | 'arp' | 'ipv4' | 'ipv6' | 'icmpv4' | 'icmpv6' | 'udp' | 'tcp'
 
+/**
+ * Deliberately not an Error subclass: hostile traffic can make every packet a
+ * parse failure, and an Error captures a stack trace on construction.
+ */
 export class WireError {
   readonly layer: WireLayer
   readonly reason: WireErrorReason
