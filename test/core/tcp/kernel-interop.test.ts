@@ -6,6 +6,8 @@
 import { createHash } from 'node:crypto'
 import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { ChannelEnd } from '../../../nexus/channel/index.js'
+import type { LinkDevice, TxBuffer } from '../../../stacks/core/contracts.js'
 import type { NexusPort } from '../../../nexus/ports/port.js'
 import { openTun } from '../../../nexus/ports/tun.js'
 import { createStackCore, type StackCore } from '../../../stacks/core/stack.js'
@@ -14,6 +16,7 @@ import { TcpTransport } from '../../../stacks/core/tcp/transport.js'
 import { parseIpAddress } from '../../../stacks/wire/address.js'
 import { cleanupNamespaces, createNamespace, deleteNamespace, ip as ipCmd, runIn, spawnIn } from '../../helpers/netns.js'
 import { ChannelLink, realClock, realRandom, runShell } from '../channel-link.js'
+import { seededRandom } from './harness.js'
 
 const SIZE = 2 * 1024 * 1024
 const DEV = 'fstcp0'
@@ -261,3 +264,141 @@ for (const [family, kernel, ours] of [
     }, 20_000)
   })
 }
+
+// ---------------------------------------------------------------- loss
+
+/** Drops a seeded fraction of the frames we transmit (the kernel's side has no netem here). */
+class LossyLink implements LinkDevice {
+  dropped = 0
+  constructor(
+    private readonly inner: ChannelLink,
+    private readonly loss: number,
+    private readonly rnd: () => number,
+  ) {}
+  get linkType() {
+    return this.inner.linkType
+  }
+  get mtu() {
+    return this.inner.mtu
+  }
+  acquireTx(): TxBuffer | null {
+    return this.inner.acquireTx()
+  }
+  transmit(index: number, length: number): void {
+    if (this.rnd() / 4294967296 < this.loss) {
+      this.dropped++
+      this.inner.abortTx(index)
+      return
+    }
+    this.inner.transmit(index, length)
+  }
+  abortTx(index: number): void {
+    this.inner.abortTx(index)
+  }
+  flush(): void {
+    this.inner.flush()
+  }
+}
+
+/** runShell, dropping a seeded fraction of the frames the kernel sends us. */
+function runLossyShell(end: ChannelEnd, target: StackCore, loss: number, rnd: () => number, counter: { dropped: number }): { stop(): Promise<void> } {
+  let stopped = false
+  const loop = (async () => {
+    while (!stopped && !end.peerClosed) {
+      end.receive(256, (index, length) => {
+        if (rnd() / 4294967296 < loss) counter.dropped++
+        else target.input(end.buffer(index).subarray(0, length))
+        end.release(index)
+      })
+      target.poll()
+      end.flush()
+      await end.waitForWork(Math.max(1, Math.min(100, target.nextTimeout() - realClock.now())))
+    }
+  })()
+  return {
+    async stop() {
+      stopped = true
+      end.wake()
+      await loop
+    },
+  }
+}
+
+describe('TCP against the Linux kernel with 3% loss both ways (TUN)', () => {
+  const DEV_LOSSY = 'fstcp1'
+  let lossyPort: NexusPort | null = null
+  let lossyCore: StackCore
+  let lossyTcp: TcpTransport
+  let lossyShell: { stop(): Promise<void> } | null = null
+  let egress: LossyLink
+  const ingress = { dropped: 0 }
+
+  beforeAll(async () => {
+    lossyPort = await openTun({ name: DEV_LOSSY, netns: ns })
+    ipCmd('-n', ns, 'addr', 'add', '203.0.113.1/24', 'dev', DEV_LOSSY)
+    ipCmd('-n', ns, 'addr', 'add', '2001:db8:8::1/64', 'dev', DEV_LOSSY, 'nodad')
+    const end = lossyPort.queues[0]
+    egress = new LossyLink(new ChannelLink(end, 'ip', lossyPort.info.mtu), 0.03, seededRandom(5))
+    lossyCore = createStackCore({ link: egress, clock: realClock, random: realRandom, addresses: ['203.0.113.2/24', '2001:db8:8::2/64'] })
+    lossyTcp = new TcpTransport({ ip: lossyCore, random: () => realRandom.nextUint32(), clock: () => realClock.now() })
+    lossyCore.registerTransport(lossyTcp)
+    lossyShell = runLossyShell(end, lossyCore, 0.03, seededRandom(6), ingress)
+  }, 20_000)
+
+  afterAll(async () => {
+    await lossyShell?.stop()
+    await lossyPort?.close()
+  })
+
+  for (const [kernel, ours, portNumber] of [
+    ['203.0.113.1', '203.0.113.2', 5101],
+    ['2001:db8:8::1', '2001:db8:8::2', 5102],
+  ] as const) {
+    it(`recovers from loss against the kernel (${kernel}): 2 MB each way, SHA-256 equal`, async () => {
+      const server = spawnIn(ns, ['python3', '-c', KERNEL_SERVER, kernel, String(portNumber), String(SIZE)])
+      try {
+        await waitForLine(server, 'ready', 10_000)
+        const report = waitForLine(server, 'received', 40_000)
+        const payload = ourBytes(SIZE)
+        const hash = createHash('sha256')
+        let received = 0
+        let sent = 0
+        const errors: string[] = []
+        const sink = new Uint8Array(65536)
+        const conn = lossyTcp.layer.connect({ local: parseIpAddress(ours)!, remote: parseIpAddress(kernel)!, remotePort: portNumber })
+        const pump = () => {
+          while (sent < SIZE) {
+            const n = conn.send(payload, sent, Math.min(65536, SIZE - sent))
+            sent += n
+            if (n === 0) return
+          }
+          conn.shutdownWrite()
+        }
+        conn.events = {
+          onConnected: pump,
+          onWritable: pump,
+          onReadable: () => {
+            for (let n = conn.read(sink); n > 0; n = conn.read(sink)) {
+              hash.update(sink.subarray(0, n))
+              received += n
+            }
+          },
+          onError: (e) => errors.push(e),
+        }
+        lossyCore.link.flush?.()
+        const out = await report
+        expect(await until(() => received === SIZE, 10_000)).toBe(true)
+        expect(errors).toEqual([])
+        expect(hash.digest('hex')).toBe(out.match(/sent ([0-9a-f]{64})/)![1])
+        const m = out.match(/received (\d+) ([0-9a-f]{64})/)!
+        expect(Number(m[1])).toBe(SIZE)
+        expect(m[2]).toBe(createHash('sha256').update(payload).digest('hex'))
+        expect(egress.dropped).toBeGreaterThan(0)
+        expect(ingress.dropped).toBeGreaterThan(0)
+        expect(lossyTcp.layer.counters.retransSegs).toBeGreaterThan(0)
+      } finally {
+        server.kill('SIGKILL')
+      }
+    }, 60_000)
+  }
+})
