@@ -229,9 +229,9 @@ export class Ipv4View {
   get payloadOffset(): number {
     return this.offset + this.headerLength
   }
-  /** From the total length field, clipped to the bytes present. */
+  /** From the total length field, clipped to the bytes present (0 when the field is below the header length). */
   get payloadLength(): number {
-    return Math.min(this.totalLength, this.length) - this.headerLength
+    return Math.max(0, Math.min(this.totalLength, this.length) - this.headerLength)
   }
   headerChecksumValid(): boolean {
     return internetChecksum(this.bytes, this.offset, this.headerLength) === 0
