@@ -5,6 +5,8 @@ import { DEFAULT_PARSE_OPTIONS, WireError, type ParseOptions } from './error.js'
 
 export const ICMPV4_ECHO_REPLY = 0
 export const ICMPV4_DEST_UNREACHABLE = 3
+/** Deprecated (RFC 6633), still an error message to recognize. */
+export const ICMPV4_SOURCE_QUENCH = 4
 export const ICMPV4_REDIRECT = 5
 export const ICMPV4_ECHO_REQUEST = 8
 export const ICMPV4_TIME_EXCEEDED = 11
@@ -55,7 +57,7 @@ export function icmpv4BufferLength(repr: Icmpv4EmitRepr): number {
 }
 
 export function icmpv4IsError(type: number): boolean {
-  return type === ICMPV4_DEST_UNREACHABLE || type === ICMPV4_REDIRECT || type === ICMPV4_TIME_EXCEEDED || type === ICMPV4_PARAMETER_PROBLEM || type === 4
+  return type === ICMPV4_DEST_UNREACHABLE || type === ICMPV4_REDIRECT || type === ICMPV4_TIME_EXCEEDED || type === ICMPV4_PARAMETER_PROBLEM || type === ICMPV4_SOURCE_QUENCH
 }
 
 /** Parses the message at `offset`; `length` is the IP payload length (the checksum covers all of it). */
