@@ -182,8 +182,10 @@ export class StackCore implements IpOutput {
     udp: udpCounters(),
     udp6: udpCounters(),
   }
-  /** Parse failures by wire layer and reason. */
+  /** Parse failures by wire layer and reason: `malformed['ipv4:bad-checksum']`. */
   readonly malformed: Record<string, number> = {}
+  /** The keys above, built once per (layer, reason) rather than per malformed packet. */
+  private readonly malformedKeys: Record<string, Record<string, string>> = {}
   readonly addresses: LocalAddress[] = []
   /** The UDP transport, registered from the start. */
   readonly udp: UdpLayer
@@ -1962,7 +1964,8 @@ export class StackCore implements IpOutput {
   }
 
   private countMalformed(layer: string, reason: string): void {
-    const key = `${layer}:${reason}`
+    const keys = (this.malformedKeys[layer] ??= {})
+    const key = (keys[reason] ??= `${layer}:${reason}`)
     this.malformed[key] = (this.malformed[key] ?? 0) + 1
   }
 }

@@ -151,6 +151,7 @@ describe('IPv4 input and ICMP (RFC 791, 792, 1122)', () => {
     expect(s.core.counters.ip.InHdrErrors).toBe(3)
     expect(s.core.counters.ip.InCsumErrors).toBe(1)
     expect(s.core.counters.ip.InAddrErrors).toBe(2)
+    expect(s.core.malformed).toEqual({ 'ipv4:bad-checksum': 1, 'ipv4:bad-length': 1, 'ipv4:truncated': 1 })
     expect(s.link.take()).toHaveLength(0)
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), fc.nat(200), fc.integer({ min: 0, max: 255 }), (noise, at, value) => {
