@@ -1,0 +1,248 @@
+// Supervision of one instance (DESIGN.md §4): a piscina pool of exactly one
+// worker runs the instance as a long-lived task. A failed task (the app threw,
+// the worker died, the switch found its channel corrupt) stops the instance
+// with a logged reason, releases its flows and listeners, and restarts it
+// with exponential backoff per its restart policy; nothing is shared with
+// other instances, so they carry on.
+import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads'
+import { toJson } from '@bufbuild/protobuf'
+import { Piscina } from 'piscina'
+import { createChannel } from '../../nexus/channel/index.js'
+import { workerEntry } from '../../common/worker-url.js'
+import { InstanceSchema, InstanceState, RestartPolicy, type Instance } from '../../proto/gen/flowstack_pb.js'
+import type { PortInfo } from '../../nexus/ports/port.js'
+import type { RouteSpec } from '../../stacks/core/stack.js'
+import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
+import type { Switch } from '../switch.js'
+import type { CounterFamilies, InstanceTask, WorkerMessage } from './messages.js'
+
+export interface InstanceHostOptions {
+  index: number
+  config: Instance
+  appPath: string
+  portInfo: PortInfo
+  sw: Switch
+  log: (instance: string, level: 'info' | 'warn' | 'error', message: string) => void
+  /** Worker connection reports (ms, default 250). */
+  reportIntervalMs?: number
+  /** How long a stopping instance may drain before its worker is terminated (default 2000 ms). */
+  stopTimeoutMs?: number
+  /** Called before an instance's flows are released after a failure (the runtime resets its peers). */
+  onFailure?: (index: number, reason: string) => void
+  /** The instance's latest netstat-style counters. */
+  onStats?: (families: CounterFamilies) => void
+}
+
+export function restartDelay(policy: { backoffInitialMs: number; backoffMaxMs: number }, attempt: number): number {
+  const initial = policy.backoffInitialMs > 0 ? policy.backoffInitialMs : 100
+  const max = policy.backoffMaxMs > 0 ? policy.backoffMaxMs : 30000
+  return Math.min(max, initial * 2 ** Math.min(attempt, 30))
+}
+
+function resourceLimits(config: Instance): ResourceLimits {
+  const l = config.limits
+  const limits: ResourceLimits = {}
+  if (l === undefined) return limits
+  if (l.maxOldGenerationMb > 0) limits.maxOldGenerationSizeMb = l.maxOldGenerationMb
+  if (l.maxYoungGenerationMb > 0) limits.maxYoungGenerationSizeMb = l.maxYoungGenerationMb
+  if (l.codeRangeMb > 0) limits.codeRangeSizeMb = l.codeRangeMb
+  if (l.stackMb > 0) limits.stackSizeMb = l.stackMb
+  return limits
+}
+
+function tcpOptions(config: Instance): StackTcpOptions {
+  const t = config.tcp
+  const out: StackTcpOptions = {}
+  if (t === undefined) return out
+  if (t.receiveBuffer > 0) out.receiveBufferSize = t.receiveBuffer
+  if (t.sendBuffer > 0) out.sendBufferSize = t.sendBuffer
+  if (t.sack !== undefined) out.sack = t.sack
+  if (t.timestamps !== undefined) out.timestamps = t.timestamps
+  if (t.windowScaling !== undefined) out.windowScaling = t.windowScaling
+  if (t.synRetries > 0) out.synRetries = t.synRetries
+  if (t.maxRetransmits > 0) out.maxRetransmits = t.maxRetransmits
+  if (t.ephemeralPorts !== undefined) {
+    if (t.ephemeralPorts.from !== undefined) out.ephemeralPortMin = t.ephemeralPorts.from
+    if (t.ephemeralPorts.to !== undefined) out.ephemeralPortMax = t.ephemeralPorts.to
+  }
+  return out
+}
+
+function routes(config: Instance): RouteSpec[] {
+  return config.routes.map((r) => {
+    const route: RouteSpec = { to: r.destination === '' ? 'default' : r.destination }
+    if (r.gateway !== '') route.via = r.gateway
+    if (r.metric > 0) route.metric = r.metric
+    return route
+  })
+}
+
+export class InstanceHost {
+  readonly name: string
+  state: InstanceState = InstanceState.STOPPED
+  restarts = 0
+  lastError = ''
+  private readonly pool: Piscina
+  private abort: AbortController | null = null
+  private control: MessagePort | null = null
+  private task: Promise<unknown> | null = null
+  private stopping = false
+  private restartTimer: NodeJS.Timeout | null = null
+  private readonly restartTimes: number[] = []
+  private readyWaiters: (() => void)[] = []
+  private readonly reportIntervalMs: number
+
+  constructor(private readonly options: InstanceHostOptions) {
+    this.name = options.config.name
+    this.reportIntervalMs = options.reportIntervalMs ?? 250
+    const entry = workerEntry('./instance-worker.js', import.meta.url)
+    this.pool = new Piscina({
+      filename: entry.url.href,
+      execArgv: entry.execArgv,
+      minThreads: 1,
+      maxThreads: 1,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: 2 ** 31 - 1,
+      resourceLimits: resourceLimits(options.config),
+      name: 'default',
+    })
+    // An aborted or crashed task's worker is replaced by piscina; errors are seen through the task.
+    this.pool.on('error', () => {})
+  }
+
+  /** Resolves once the app's default export returned (the instance is RUNNING). */
+  whenRunning(): Promise<void> {
+    if (this.state === InstanceState.RUNNING) return Promise.resolve()
+    return new Promise((resolve) => this.readyWaiters.push(resolve))
+  }
+
+  start(): void {
+    this.stopping = false
+    this.launch()
+  }
+
+  private launch(): void {
+    const { config, sw, index } = this.options
+    this.state = this.restarts === 0 ? InstanceState.STARTING : InstanceState.RESTARTING
+    const sab = createChannel({ bufferCount: config.limits?.bufferCount || 1024 })
+    sw.attachInstance(index, sab)
+    const { port1, port2 } = new MessageChannel()
+    this.control = port1
+    port1.on('message', (message: WorkerMessage) => this.onMessage(message))
+    const abort = new AbortController()
+    this.abort = abort
+    const task: InstanceTask = {
+      name: config.name,
+      channel: sab,
+      portInfo: this.options.portInfo,
+      addresses: [...config.addresses],
+      routes: routes(config),
+      tcp: tcpOptions(config),
+      appPath: this.options.appPath,
+      config: toJson(InstanceSchema, config),
+      control: port2,
+      reportIntervalMs: this.reportIntervalMs,
+    }
+    const run = this.pool.run(task, { transferList: [port2] as never, signal: abort.signal })
+    this.task = run
+    run.then(
+      () => this.ended(null, port1),
+      (err: unknown) => this.ended(err, port1),
+    )
+  }
+
+  private onMessage(message: WorkerMessage): void {
+    const { sw, index, log } = this.options
+    switch (message.type) {
+      case 'log':
+        log(this.name, message.level, message.message)
+        break
+      case 'ready':
+        this.state = InstanceState.RUNNING
+        for (const wake of this.readyWaiters.splice(0)) wake()
+        break
+      case 'listen':
+        sw.registerListener(index, message.ipVersion, message.localAddress, message.localPort)
+        break
+      case 'connections':
+        sw.reconcile(index, message.open, this.reportIntervalMs * 4)
+        this.options.onStats?.(message.families)
+        break
+    }
+  }
+
+  /** Stops the instance from outside (a corrupt channel): terminate its worker. */
+  fail(reason: string): void {
+    if (this.abort === null || this.stopping) return
+    this.lastError = reason
+    this.abort.abort(new Error(reason))
+  }
+
+  private ended(err: unknown, control: { close(): void }): void {
+    control.close()
+    const { sw, index, log, config } = this.options
+    this.abort = null
+    this.task = null
+    if (this.stopping) {
+      sw.detachInstance(index)
+      this.state = InstanceState.STOPPED
+      return
+    }
+    const reason = err === null ? 'the instance task ended without being stopped' : describe(err, this.lastError)
+    this.lastError = reason
+    log(this.name, 'error', `stopped: ${reason}`)
+    this.options.onFailure?.(index, reason)
+    const released = sw.detachInstance(index)
+    if (released > 0) log(this.name, 'warn', `released ${released} flow(s)`)
+    const restart = config.restart
+    const policy = restart?.policy ?? RestartPolicy.RESTART_POLICY_UNSPECIFIED
+    if (policy === RestartPolicy.NEVER) {
+      this.state = InstanceState.FAILED
+      return
+    }
+    const now = Date.now()
+    const windowMs = (restart?.windowSeconds || 60) * 1000
+    while (this.restartTimes.length > 0 && this.restartTimes[0] < now - windowMs) this.restartTimes.shift()
+    if (restart !== undefined && restart.maxRestarts > 0 && this.restartTimes.length >= restart.maxRestarts) {
+      log(this.name, 'error', `not restarted: ${restart.maxRestarts} restarts within ${windowMs / 1000} s`)
+      this.state = InstanceState.FAILED
+      return
+    }
+    const delay = restartDelay({ backoffInitialMs: restart?.backoffInitialMs ?? 0, backoffMaxMs: restart?.backoffMaxMs ?? 0 }, this.restartTimes.length)
+    this.restartTimes.push(now)
+    this.restarts++
+    this.state = InstanceState.RESTARTING
+    log(this.name, 'warn', `restarting in ${delay} ms (restart ${this.restarts})`)
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null
+      if (!this.stopping) this.launch()
+    }, delay)
+  }
+
+  /** Asks the app to drain and stop; terminates the worker after the timeout. */
+  async stop(): Promise<void> {
+    this.stopping = true
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer)
+    this.restartTimer = null
+    const task = this.task
+    if (task !== null) {
+      this.control?.postMessage({ type: 'stop' })
+      const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), this.options.stopTimeoutMs ?? 2000).unref())
+      const outcome = await Promise.race([task.then(() => 'done', () => 'done'), timeout])
+      if (outcome === 'timeout') {
+        this.abort?.abort(new Error('stop timeout'))
+        await task.catch(() => {})
+      }
+    } else {
+      this.options.sw.detachInstance(this.options.index)
+    }
+    this.state = InstanceState.STOPPED
+    await this.pool.destroy()
+  }
+}
+
+function describe(err: unknown, hint: string): string {
+  if (hint !== '' && (err as { name?: string })?.name === 'AbortError') return hint
+  if (err instanceof Error) return `${err.name}: ${err.message}`
+  return String(err)
+}

@@ -1,0 +1,232 @@
+// The runtime (DESIGN.md §2, §4): opens the configured ports, builds the
+// classifier and the switch, hosts one instance per configured app, and
+// answers the control requests (stat, flows, reload).
+import { create } from '@bufbuild/protobuf'
+import {
+  CounterFamilySchema,
+  CounterSchema,
+  FlowsResponseSchema,
+  InstanceStatsSchema,
+  PortStatsSchema,
+  ReloadResponseSchema,
+  StatResponseSchema,
+  ConfigProblemSchema,
+  type Config,
+  type FlowsResponse,
+  type ReloadResponse,
+  type StatResponse,
+} from '../proto/gen/flowstack_pb.js'
+import { classifierFromConfig, classifierStats, compileRules, flowRecords, type Classifier } from '../classifier/index.js'
+import { createMemoryWire, type MemoryPort } from '../nexus/ports/memory.js'
+import type { NexusPort, PortInfo } from '../nexus/ports/port.js'
+import { FlowstackError } from '../common/errors.js'
+import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js'
+import { InstanceHost } from './host/instance.js'
+import type { CounterFamilies } from './host/messages.js'
+import { Switch, SWITCH_DROP_NAMES, type SwitchPortSpec } from './switch.js'
+
+export type RuntimeLog = (source: string, level: 'info' | 'warn' | 'error', message: string) => void
+
+export interface RuntimeOptions {
+  log?: RuntimeLog
+  /** Instance worker connection/stats report interval (ms). */
+  reportIntervalMs?: number
+}
+
+export class Runtime {
+  readonly classifier: Classifier
+  readonly switch: Switch
+  readonly instances: InstanceHost[]
+  /** The far end of each memory port's wire, by wire name: where a test or the demo plugs a peer. */
+  readonly memoryPeers = new Map<string, MemoryPort>()
+  private readonly ports: NexusPort[]
+  private readonly startedAt = Date.now()
+  private readonly families: CounterFamilies[]
+  private loaded: LoadedConfig
+  private stopped = false
+  private readonly log: RuntimeLog
+
+  private constructor(loaded: LoadedConfig, ports: NexusPort[], options: RuntimeOptions) {
+    this.loaded = loaded
+    this.ports = ports
+    this.log = options.log ?? ((source, level, message) => console.error(`[${source}] ${level}: ${message}`))
+    const config = loaded.config
+    this.classifier = classifierFromConfig(config)
+    const specs: SwitchPortSpec[] = ports.map((port, i) => ({
+      name: config.ports[i].name,
+      end: port.queues[0],
+      link: port.info.linkType,
+      vnetHdr: port.info.offloads.vnetHdr,
+    }))
+    const portIndex = new Map(config.ports.map((p, i) => [p.name, i]))
+    this.switch = new Switch(
+      this.classifier,
+      specs,
+      config.instances.map((inst) => ({ name: inst.name, port: portIndex.get(inst.port) ?? 0, addresses: inst.addresses })),
+    )
+    this.families = config.instances.map(() => ({}))
+    this.instances = config.instances.map((inst, index) => {
+      const port = ports[portIndex.get(inst.port) ?? 0]
+      const portInfo: PortInfo = {
+        name: inst.name,
+        kind: 'memory',
+        linkType: 'ip',
+        mtu: port.info.mtu,
+        offloads: { vnetHdr: false, tso4: false, tso6: false, checksum: false },
+        queues: 1,
+      }
+      return new InstanceHost({
+        index,
+        config: inst,
+        appPath: loaded.appPaths.get(inst.name) ?? '',
+        portInfo,
+        sw: this.switch,
+        log: this.log,
+        reportIntervalMs: options.reportIntervalMs,
+        onStats: (families) => {
+          this.families[index] = families
+        },
+      })
+    })
+    this.switch.onInstanceFault = (index, reason) => this.instances[index].fail(reason)
+  }
+
+  /** Opens every port, then starts the switch and the instances. Config errors throw before anything opens. */
+  static async start(source: string | LoadedConfig, options: RuntimeOptions = {}): Promise<Runtime> {
+    const loaded = typeof source === 'string' ? await loadConfig(source) : source
+    const ports: NexusPort[] = []
+    const peers = new Map<string, MemoryPort>()
+    try {
+      for (const port of loaded.config.ports) {
+        switch (port.kind.case) {
+          case 'memory': {
+            const memory = port.kind.value
+            if (!memory.ipOnly) throw new FlowstackError('RUNTIME_UNSUPPORTED', `ports[${port.name}]: Ethernet memory ports are not switched yet; set "ipOnly": true`)
+            const [ours, peer] = createMemoryWire({ linkType: 'ip', mtu: port.mtu || undefined, name: port.name })
+            ports.push(ours)
+            peers.set(memory.wire === '' ? port.name : memory.wire, peer)
+            break
+          }
+          case 'tun': {
+            const { openTun } = await import('../nexus/ports/tun.js')
+            const tun = port.kind.value
+            ports.push(await openTun({ name: tun.device || undefined, mtu: port.mtu || undefined, txQueueLen: tun.txqueuelen || 4096, vnetHdr: false }))
+            break
+          }
+          default:
+            throw new FlowstackError('RUNTIME_UNSUPPORTED', `port ${port.name}: ${port.kind.case ?? 'no kind'} ports are not hosted by the runtime yet`)
+        }
+      }
+    } catch (err) {
+      for (const port of ports) await port.close().catch(() => {})
+      for (const peer of peers.values()) await peer.close().catch(() => {})
+      throw err
+    }
+    const runtime = new Runtime(loaded, ports, options)
+    for (const [name, peer] of peers) runtime.memoryPeers.set(name, peer)
+    runtime.switch.start()
+    for (const host of runtime.instances) host.start()
+    return runtime
+  }
+
+  get config(): Config {
+    return this.loaded.config
+  }
+
+  /** Resolves when every instance's app has started. */
+  async whenRunning(): Promise<void> {
+    await Promise.all(this.instances.map((host) => host.whenRunning()))
+  }
+
+  stat(): StatResponse {
+    const config = this.loaded.config
+    return create(StatResponseSchema, {
+      uptimeMs: BigInt(Date.now() - this.startedAt),
+      ports: this.ports.map((port, i) => {
+        const traffic = this.switch.portTraffic[i]
+        const counters = this.stopped ? undefined : port.counters()
+        return create(PortStatsSchema, {
+          name: config.ports[i].name,
+          kind: port.info.kind,
+          rxPackets: BigInt(traffic.rxPackets),
+          rxBytes: BigInt(traffic.rxBytes),
+          txPackets: BigInt(traffic.txPackets),
+          txBytes: BigInt(traffic.txBytes),
+          drops: counters === undefined ? [] : Object.entries(counters.drops).map(([name, value]) => create(CounterSchema, { name, value: BigInt(value) })),
+        })
+      }),
+      instances: this.instances.map((host, i) => {
+        const traffic = this.switch.instanceTraffic[i]
+        return create(InstanceStatsSchema, {
+          name: host.name,
+          state: host.state,
+          restarts: host.restarts,
+          lastError: host.lastError,
+          rxPackets: BigInt(traffic.rxPackets),
+          txPackets: BigInt(traffic.txPackets),
+          flows: BigInt(this.classifier.listFlows().filter((f) => f.owner === i).length),
+          families: Object.entries(this.families[i]).map(([name, counters]) =>
+            create(CounterFamilySchema, { name, counters: Object.entries(counters).map(([n, v]) => create(CounterSchema, { name: n, value: BigInt(Math.max(0, Math.trunc(v))) })) }),
+          ),
+        })
+      }),
+      classifier: (() => {
+        const stats = classifierStats(this.classifier)
+        // The switch's own drops join the classifier's reasons, so every packet not delivered has a reason.
+        for (let d = 0; d < SWITCH_DROP_NAMES.length; d++) stats.reasons.push(create(CounterSchema, { name: `switch-${SWITCH_DROP_NAMES[d]}`, value: BigInt(this.switch.drops[d]) }))
+        return stats
+      })(),
+    })
+  }
+
+  flows(owner = '', limit = 0): FlowsResponse {
+    const flows = flowRecords(this.classifier, { owner, limit })
+    return create(FlowsResponseSchema, { flows, total: BigInt(this.classifier.flowCount) })
+  }
+
+  /**
+   * Swaps the rules for those of the config file (default: the one running),
+   * keeping every established flow. Nothing changes when the file has a
+   * problem, or changes more than the rules.
+   */
+  async reload(path = ''): Promise<ReloadResponse> {
+    const file = path !== '' ? path : this.loaded.file
+    if (file === undefined) {
+      return create(ReloadResponseSchema, { applied: false, problems: [create(ConfigProblemSchema, { path: '', message: 'the runtime was started without a config file; give one' })] })
+    }
+    let next: LoadedConfig
+    try {
+      next = await loadConfig(file)
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }]
+      return create(ReloadResponseSchema, { applied: false, problems: problems.map((p) => create(ConfigProblemSchema, p)) })
+    }
+    const mismatch = sameTopology(this.loaded.config, next.config)
+    if (mismatch !== null) {
+      return create(ReloadResponseSchema, { applied: false, problems: [create(ConfigProblemSchema, { path: mismatch, message: 'reload changes rules only; restart the runtime to change ports or instances' })] })
+    }
+    this.classifier.replaceRules(compileRules(next.config))
+    this.loaded = { ...this.loaded, config: next.config }
+    this.log('runtime', 'info', `reloaded ${next.config.rules.length} rule(s) from ${file} (generation ${this.classifier.ruleGeneration})`)
+    return create(ReloadResponseSchema, { applied: true, rules: next.config.rules.length })
+  }
+
+  /** Drains and stops the instances, then the switch, then the ports. */
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    await Promise.all(this.instances.map((host) => host.stop()))
+    await this.switch.stop()
+    this.stopped = true
+    for (const port of this.ports) await port.close()
+    for (const peer of this.memoryPeers.values()) await peer.close()
+  }
+}
+
+/** The path of the first port/instance difference, or null when only rules (and others) differ. */
+function sameTopology(a: Config, b: Config): string | null {
+  if (a.ports.length !== b.ports.length) return 'ports'
+  for (let i = 0; i < a.ports.length; i++) if (a.ports[i].name !== b.ports[i].name) return `ports[${i}].name`
+  if (a.instances.length !== b.instances.length) return 'instances'
+  for (let i = 0; i < a.instances.length; i++) if (a.instances[i].name !== b.instances[i].name) return `instances[${i}].name`
+  return null
+}

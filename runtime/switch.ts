@@ -1,0 +1,375 @@
+// The switch (DESIGN.md §2): moves packets between port channels and instance
+// channels, in batches, through the classifier. Every packet is copied into
+// a buffer of the destination's own pool, so no instance ever sees another
+// instance's memory or a port's; every instance TX packet passes
+// anti-spoofing first. Decisions are counted by the classifier; what the
+// switch itself drops is counted here by reason.
+//
+// Flow registration: an instance's TCP SYN (connect) and SYN-ACK (accept)
+// register its flow before the anti-spoofing check, from an address the
+// instance owns only; listeners arrive from the instance worker, and flows
+// are released when the worker's periodic report no longer lists them or
+// when the instance stops.
+import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
+import { OWNER_DROP, type Classifier, type Decision } from '../classifier/index.js'
+import { Direction, PROTO_TCP, readKey, type FlowKeyFields } from '../classifier/key.js'
+import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
+import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
+import type { ConnectionReport } from './host/messages.js'
+
+/** Descriptors taken from one ring before looking at the next. */
+const BATCH = 64
+/** Idle sleep bound: the loop re-checks every ring at least this often (ms). */
+const IDLE_WAIT_MS = 20
+
+const TCP_FIN = 0x01
+const TCP_SYN = 0x02
+const TCP_RST = 0x04
+const TCP_ACK = 0x10
+
+export const SWITCH_DROP_NAMES = ['spoofed', 'instance-down', 'pool-empty', 'ring-full', 'no-kernel', 'offload', 'oversize'] as const
+export const enum SwitchDrop {
+  Spoofed = 0,
+  InstanceDown = 1,
+  PoolEmpty = 2,
+  RingFull = 3,
+  NoKernel = 4,
+  Offload = 5,
+  Oversize = 6,
+}
+
+/** Per port or instance: rx/tx packets and bytes as seen by the switch. */
+export class TrafficCounters {
+  rxPackets = 0
+  rxBytes = 0
+  txPackets = 0
+  txBytes = 0
+}
+
+export interface SwitchPortSpec {
+  name: string
+  /** Side B of the port's queue 0. */
+  end: ChannelEnd
+  link: 'ip' | 'ethernet'
+  /** Packets carry a virtio_net_hdr (TUN/TAP with IFF_VNET_HDR). */
+  vnetHdr: boolean
+}
+
+export interface SwitchInstanceSpec {
+  name: string
+  /** Index of the port the instance is attached to. */
+  port: number
+  /** Addresses the instance owns, with or without prefix length. */
+  addresses: readonly string[]
+}
+
+export interface FlowLearned {
+  fields: FlowKeyFields
+  since: number
+}
+
+export class Switch {
+  readonly portTraffic: TrafficCounters[]
+  readonly instanceTraffic: TrafficCounters[]
+  readonly drops = new Float64Array(SWITCH_DROP_NAMES.length)
+  /** Flows registered per instance from its handshakes, by key text. */
+  readonly learned: Map<string, FlowLearned>[]
+  private readonly instanceEnds: (ChannelEnd | undefined)[]
+  private readonly ownedAddresses: Set<string>[]
+  private readonly info = new PacketInfo()
+  private running = false
+  private loopDone: Promise<void> = Promise.resolve()
+  private readonly wakers: (() => void)[] = []
+  private readonly now: () => number
+
+  /** Called when an instance's channel shows corruption (the instance must be stopped). */
+  onInstanceFault: (instance: number, reason: string) => void = () => {}
+
+  constructor(
+    readonly classifier: Classifier,
+    readonly ports: readonly SwitchPortSpec[],
+    readonly instances: readonly SwitchInstanceSpec[],
+    options: { now?: () => number } = {},
+  ) {
+    this.now = options.now ?? (() => performance.now())
+    this.portTraffic = ports.map(() => new TrafficCounters())
+    this.instanceTraffic = instances.map(() => new TrafficCounters())
+    this.instanceEnds = instances.map(() => undefined)
+    this.learned = instances.map(() => new Map())
+    this.ownedAddresses = instances.map((inst) => new Set(inst.addresses.map(canonicalAddress)))
+    for (const port of ports) {
+      if (port.link !== 'ip') {
+        throw new TypeError(`port ${port.name}: the switch handles IP ports (tun, memory ipOnly) only; Ethernet ports need ARP/NDP proxying, not built yet`)
+      }
+    }
+    // A later fragment whose first fragment had not arrived: classify it when it does.
+    classifier.onFragmentRelease = (token, decision) => this.routeFromPort(Math.floor(token / 65536), token % 65536, decision, -1)
+  }
+
+  // ------------------------------------------------------------ instances
+
+  /** Attaches side A of a (fresh) instance channel; the worker attaches side B. */
+  attachInstance(instance: number, sab: SharedArrayBuffer): void {
+    this.instanceEnds[instance] = attachChannel(sab, 'a', {
+      onCorrupt: (info) => this.onInstanceFault(instance, `channel corrupt: ${info.reasonName} on ${info.ring} (buffer ${info.bufferIndex})`),
+    })
+    this.wake()
+  }
+
+  /** Stops moving packets for an instance and releases its flows and listeners. */
+  detachInstance(instance: number): number {
+    const end = this.instanceEnds[instance]
+    this.instanceEnds[instance] = undefined
+    end?.close()
+    this.learned[instance].clear()
+    return this.classifier.releaseInstance(instance)
+  }
+
+  registerListener(instance: number, ipVersion: 4 | 6, localAddress: string, localPort: number): void {
+    this.classifier.registerListener({ ipVersion, protocol: PROTO_TCP, localAddress, localPort, port: this.instances[instance].port }, instance)
+  }
+
+  /**
+   * The worker's report of its open connections: flows learned earlier and
+   * no longer open (and not brand new, to cover a SYN the report raced) are
+   * released.
+   */
+  reconcile(instance: number, open: readonly ConnectionReport[], graceMs: number): number {
+    const openKeys = new Set(open.map((c) => flowText(c.ipVersion, c.localAddress, c.localPort, c.remoteAddress, c.remotePort)))
+    const cutoff = this.now() - graceMs
+    let released = 0
+    for (const [text, flow] of this.learned[instance]) {
+      if (openKeys.has(text) || flow.since > cutoff) continue
+      this.learned[instance].delete(text)
+      this.classifier.releaseFlow(flow.fields)
+      released++
+    }
+    return released
+  }
+
+  // ------------------------------------------------------------ the loop
+
+  start(): void {
+    if (this.running) return
+    this.running = true
+    this.loopDone = this.loop()
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    this.wake()
+    await this.loopDone
+    for (const port of this.ports) port.end.flush()
+  }
+
+  private wake(): void {
+    for (const port of this.ports) port.end.wake()
+    for (const end of this.instanceEnds) end?.wake()
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const moved = this.pass()
+      if (moved > 0) {
+        // Let timers, control messages and the control socket run between passes.
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        continue
+      }
+      if (!this.running) break
+      const waits: Promise<void>[] = []
+      for (const port of this.ports) waits.push(port.end.waitForWork(IDLE_WAIT_MS))
+      for (const end of this.instanceEnds) if (end !== undefined) waits.push(end.waitForWork(IDLE_WAIT_MS))
+      await Promise.race(waits)
+    }
+  }
+
+  /** One round over every ring; returns the packets moved. Public for tests with a manual clock. */
+  pass(): number {
+    let moved = 0
+    this.classifier.expireFragments()
+    for (let p = 0; p < this.ports.length; p++) {
+      this.currentPort = p
+      moved += this.ports[p].end.receive(BATCH, this.onPortPacket)
+    }
+    for (let i = 0; i < this.instanceEnds.length; i++) {
+      const end = this.instanceEnds[i]
+      if (end === undefined) continue
+      this.currentInstance = i
+      moved += end.receive(BATCH, this.onInstancePacket)
+    }
+    for (const port of this.ports) port.end.flush()
+    for (const end of this.instanceEnds) end?.flush()
+    return moved
+  }
+
+  private currentPort = 0
+  private currentInstance = 0
+
+  // ------------------------------------------------------------ port -> instances
+
+  private readonly onPortPacket = (index: number, length: number, flags: number): void => {
+    const p = this.currentPort
+    const port = this.ports[p]
+    const traffic = this.portTraffic[p]
+    traffic.rxPackets++
+    traffic.rxBytes += length
+    const buf = port.end.buffer(index)
+    const off = (flags & DESC_VNET_HDR) !== 0 ? VIRTIO_NET_HDR_BYTES : 0
+    if (off !== 0 && (buf[0] !== 0 || buf[1] !== 0)) {
+      // GSO or checksum work requested; instances take plain packets only.
+      this.drops[SwitchDrop.Offload]++
+      port.end.release(index)
+      return
+    }
+    const decision = this.classifier.classifyPacket(buf, off, length - off, LinkKind.Ip, p, Direction.In, p * 65536 + index)
+    if (decision.held) return // the buffer stays held until onFragmentRelease
+    this.routeFromPort(p, index, decision, length - off)
+  }
+
+  /** `length` is the IP packet's length, or -1 for a released held fragment (re-read from its header). */
+  private routeFromPort(p: number, index: number, decision: Decision, ipLength: number): void {
+    const port = this.ports[p]
+    const buf = port.end.buffer(index)
+    const off = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
+    const length = ipLength >= 0 ? ipLength : Math.min(ipPacketLength(buf, off), buf.length - off)
+    if (decision.owner >= 0) {
+      if (length > 0) this.deliver(decision.owner, buf, off, length)
+    } else if (decision.owner !== OWNER_DROP) {
+      // kernel: on an IP port the packet came from the kernel (TUN) or from
+      // the far end of a memory wire; there is no host TAP to hand it to.
+      this.drops[SwitchDrop.NoKernel]++
+    }
+    port.end.release(index)
+  }
+
+  /** Copies a packet into the instance's own pool and queues it on its RX ring. */
+  private deliver(instance: number, src: Uint8Array, off: number, length: number): void {
+    const end = this.instanceEnds[instance]
+    if (end === undefined) {
+      this.drops[SwitchDrop.InstanceDown]++
+      return
+    }
+    if (length > end.bufferSize) {
+      this.drops[SwitchDrop.Oversize]++
+      return
+    }
+    const index = end.alloc()
+    if (index < 0) {
+      this.drops[SwitchDrop.PoolEmpty]++
+      return
+    }
+    end.buffer(index).set(src.subarray(off, off + length))
+    if (!end.send(index, length)) {
+      end.free(index)
+      this.drops[SwitchDrop.RingFull]++
+      return
+    }
+    const traffic = this.instanceTraffic[instance]
+    traffic.rxPackets++
+    traffic.rxBytes += length
+  }
+
+  // ------------------------------------------------------------ instance -> port or instance
+
+  private readonly onInstancePacket = (index: number, length: number): void => {
+    const i = this.currentInstance
+    const end = this.instanceEnds[i]!
+    const buf = end.buffer(index)
+    const traffic = this.instanceTraffic[i]
+    traffic.txPackets++
+    traffic.txBytes += length
+    const tcpFlags = tcpFlagsOf(buf, length)
+    if (tcpFlags >= 0 && (tcpFlags & TCP_SYN) !== 0 && (tcpFlags & TCP_RST) === 0) this.learnFlow(i, buf, length)
+    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, i)) {
+      this.drops[SwitchDrop.Spoofed]++
+      end.release(index)
+      return
+    }
+    const portIndex = this.instances[i].port
+    // Hairpin: the packet is classified as if it arrived on the instance's
+    // port, so an instance reaches another behind the same port through the
+    // same rules and flows as a peer on the wire would.
+    const decision = this.classifier.classifyPacket(buf, 0, length, LinkKind.Ip, portIndex, Direction.In)
+    if (decision.held || decision.owner === OWNER_DROP) {
+      // A held later fragment of our own is not worth the bookkeeping: drop.
+      end.release(index)
+      return
+    }
+    if (decision.owner >= 0 && decision.owner !== i) this.deliver(decision.owner, buf, 0, length)
+    else this.transmit(portIndex, buf, length)
+    end.release(index)
+  }
+
+  private transmit(p: number, src: Uint8Array, length: number): void {
+    const port = this.ports[p]
+    const headroom = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
+    if (length + headroom > port.end.bufferSize) {
+      this.drops[SwitchDrop.Oversize]++
+      return
+    }
+    const index = port.end.alloc()
+    if (index < 0) {
+      this.drops[SwitchDrop.PoolEmpty]++
+      return
+    }
+    const dst = port.end.buffer(index)
+    if (headroom !== 0) dst.fill(0, 0, headroom) // virtio_net_hdr: no offload asked
+    dst.set(src.subarray(0, length), headroom)
+    if (!port.end.send(index, length + headroom, headroom !== 0 ? DESC_VNET_HDR : 0)) {
+      port.end.free(index)
+      this.drops[SwitchDrop.RingFull]++
+      return
+    }
+    const traffic = this.portTraffic[p]
+    traffic.txPackets++
+    traffic.txBytes += length
+  }
+
+  /** A SYN or SYN-ACK from an instance: register its flow (allocates; handshakes only). */
+  private learnFlow(instance: number, buf: Uint8Array, length: number): void {
+    if (extractFlowKey(buf, 0, length, LinkKind.Ip, this.instances[instance].port, Direction.Out, this.info) !== ParseStatus.Ok) return
+    const fields = readKey(this.info.key)
+    if (!this.ownedAddresses[instance].has(fields.localAddress)) return // anti-spoofing will refuse it
+    const text = flowText(fields.ipVersion, fields.localAddress, fields.localPort, fields.remoteAddress, fields.remotePort)
+    if (this.classifier.registerFlow(fields, instance)) this.learned[instance].set(text, { fields, since: this.now() })
+  }
+}
+
+function canonicalAddress(text: string): string {
+  const slash = text.indexOf('/')
+  const address = parseIpAddress(slash < 0 ? text : text.slice(0, slash))
+  return address === null ? text : formatIpAddress(address)
+}
+
+export function flowText(ipVersion: number, localAddress: string, localPort: number, remoteAddress: string, remotePort: number): string {
+  return `${ipVersion} ${localAddress} ${localPort} ${remoteAddress} ${remotePort}`
+}
+
+/** TCP flags of a bare IPv4/IPv6 packet, or -1 when it is not a first-fragment TCP segment. */
+export function tcpFlagsOf(buf: Uint8Array, length: number): number {
+  if (length < 20) return -1
+  const version = buf[0] >>> 4
+  let tcp: number
+  if (version === 4) {
+    if (buf[9] !== PROTO_TCP) return -1
+    if (((buf[6] & 0x1f) | buf[7]) !== 0) return -1 // a later fragment
+    tcp = (buf[0] & 0x0f) * 4
+  } else if (version === 6) {
+    if (length < 40 || buf[6] !== PROTO_TCP) return -1
+    tcp = 40
+  } else {
+    return -1
+  }
+  if (tcp + 14 > length) return -1
+  return buf[tcp + 13]
+}
+
+/** Total length from the IP header (bare packet at `off`), or 0. */
+function ipPacketLength(buf: Uint8Array, off: number): number {
+  const version = buf[off] >>> 4
+  if (version === 4) return (buf[off + 2] << 8) | buf[off + 3]
+  if (version === 6) return 40 + ((buf[off + 4] << 8) | buf[off + 5])
+  return 0
+}
+
+export const TCP_FLAGS = { FIN: TCP_FIN, SYN: TCP_SYN, RST: TCP_RST, ACK: TCP_ACK } as const
