@@ -41,4 +41,54 @@ program
     process.exitCode = await classifyCommand(file, options)
   })
 
+program
+  .command('run')
+  .description('run the runtime in the foreground: ports, switch, one worker per instance (SIGINT/SIGTERM stop, SIGHUP reloads rules)')
+  .argument('<config>', 'ProtoJSON (.json) or binary (.binpb) config')
+  .option('-s, --socket <path>', 'control socket path (default: the config\'s control.path, or $XDG_RUNTIME_DIR/flowstack.sock)')
+  .action(async (config: string, options: { socket?: string }) => {
+    const { runCommand } = await import('./commands/run.js')
+    process.exitCode = await runCommand(config, options)
+  })
+
+program
+  .command('stat')
+  .description('counters of a running runtime: per port, per instance (netstat -s families) and per classifier reason')
+  .option('-s, --socket <path>', 'control socket path')
+  .option('--json', 'one ProtoJSON StatResponse')
+  .action(async (options: { socket?: string; json?: boolean }) => {
+    const { statCommand } = await import('./commands/ops.js')
+    process.exitCode = await statCommand(options)
+  })
+
+program
+  .command('flows')
+  .description('the flow table of a running runtime: key, owner, state, packets, bytes')
+  .option('-s, --socket <path>', 'control socket path')
+  .option('-o, --owner <name>', 'only flows of this instance, "kernel" or "drop"')
+  .option('-n, --limit <n>', 'at most n flows', (v: string) => Number.parseInt(v, 10))
+  .option('--json', 'one ProtoJSON FlowsResponse')
+  .action(async (options: { socket?: string; json?: boolean; owner?: string; limit?: number }) => {
+    const { flowsCommand } = await import('./commands/ops.js')
+    process.exitCode = await flowsCommand(options)
+  })
+
+program
+  .command('reload')
+  .description('swap the rules of a running runtime without dropping established flows')
+  .argument('[config]', 'config to take the rules from (default: the file the runtime started with)')
+  .option('-s, --socket <path>', 'control socket path')
+  .action(async (config: string | undefined, options: { socket?: string }) => {
+    const { reloadCommand } = await import('./commands/ops.js')
+    process.exitCode = await reloadCommand({ ...options, config })
+  })
+
+program
+  .command('demo')
+  .description('the embedded demo (what npm start runs): two instances and the switch on memory ports, no privileges')
+  .action(async () => {
+    const { demoCommand } = await import('./commands/demo.js')
+    process.exitCode = await demoCommand()
+  })
+
 await program.parseAsync(process.argv)

@@ -88,7 +88,8 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     out(`decisions by action: ${c.actions.map((r) => `${r.name} ${r.value}`).join(', ')}`)
     out(`rule hits: ${c.rules.map((r) => `${r.name} ${r.value}`).join(', ')}`)
     out(`flows in table: ${c.flows}; took ${elapsed()}`)
-    const expected = Number((runtime.config.instances.find((i) => i.name === 'client')?.settings?.fields.requests?.kind.value as number | undefined) ?? 0)
+    const clientSettings = runtime.config.instances.find((i) => i.name === 'client')?.settings
+    const expected = typeof clientSettings?.requests === 'number' ? clientSettings.requests : 0
     const ok = result !== null && result.fatal === undefined && result.requests === expected && result.failed === 0 && result.kernelRequests > 0 && result.blockedTimedOut === 1 && fromWire > 0
     out(ok ? 'demo: OK' : 'demo: FAILED')
     code = ok ? 0 : 1
