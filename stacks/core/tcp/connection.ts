@@ -1274,7 +1274,7 @@ export class TcpConnection {
       this.fillSackHole(now)
       return
     }
-    if (this.dupAcks === 3) {
+    if (this.dupAcks === this.duplicateAckThreshold()) {
       // RFC 6582 §3.2 step 2: enter fast retransmit only if "the Cumulative
       // Acknowledgment field covers more than recover" (no second reduction for
       // losses of one window). We also accept equality, so losing the first
@@ -1290,6 +1290,21 @@ export class TcpConnection {
         this.rtoAt = now + this.rto
       }
     }
+  }
+
+  /**
+   * Three duplicate ACKs (RFC 5681), or fewer when so little is outstanding
+   * that three can never arrive: RFC 5827 early retransmit, "if the
+   * connection does not have unsent data ... and oseg < 4 ... ER_thresh =
+   * oseg - 1".
+   */
+  private duplicateAckThreshold(): number {
+    const dataStart = seqAdd(this.iss, 1)
+    const base = seqGt(this.sndUna, dataStart) ? this.sndUna : dataStart
+    const unsent = this.sendBuffer.length - seqDiff(this.sndNxt, base)
+    if (unsent > 0) return 3
+    const outstandingSegments = Math.ceil(seqDiff(this.sndNxt, this.sndUna) / this.sndMss)
+    return outstandingSegments < 4 ? Math.max(1, outstandingSegments - 1) : 3
   }
 
   // -------------------------------------------------------- SACK scoreboard

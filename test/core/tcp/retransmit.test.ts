@@ -134,6 +134,22 @@ describe('fast retransmit and NewReno (RFC 5681 §3.2, RFC 6582, RFC 3042)', () 
     expect(c.cc.cwnd).toBeLessThanOrEqual(6 * mss)
   })
 
+  it('RFC 5827 early retransmit: with 3 segments outstanding and nothing unsent, 2 duplicate ACKs suffice', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    const c = peer.conn
+    const mss = c.sndMss
+    c.send(bytes(3 * mss))
+    const win = h.take()
+    expect(win.length).toBe(3)
+    peer.ack(win[0].seq)
+    h.none()
+    peer.ack(win[0].seq)
+    const out = h.one()
+    expect(out.seq).toBe(win[0].seq)
+    expect(c.inRecovery).toBe(true)
+  })
+
   it('with SACK, holes below the highest SACKed byte are retransmitted during recovery', () => {
     const h = new Harness()
     const peer = establish(h, { sack: true })
