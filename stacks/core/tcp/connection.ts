@@ -880,7 +880,7 @@ export class TcpConnection {
       // "If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless the RST
       // bit is set, if so drop the segment and return) <SEQ=SEG.ACK><CTL=RST>"
       if (seqLe(seg.ack, this.iss) || seqGt(seg.ack, this.sndMax)) {
-        if (!(flags & FLAG_RST)) this.sendBareReset(seg.ack, now)
+        if (!(flags & FLAG_RST)) this.sendBareReset(seg.ack)
         return
       }
       ackAcceptable = true
@@ -933,9 +933,9 @@ export class TcpConnection {
 
   private takeSynRttSample(seg: TcpSegment, now: number): void {
     if (this.tsEnabled && seg.options.timestamp && seg.options.timestamp[1] !== 0) {
-      this.rttSample((Math.floor(now) + this.tsOffset - seg.options.timestamp[1]) >>> 0, now)
+      this.rttSample((Math.floor(now) + this.tsOffset - seg.options.timestamp[1]) >>> 0)
     } else if (this.rttTiming && this.retries === 0) {
-      this.rttSample(now - this.rttStart, now)
+      this.rttSample(now - this.rttStart)
     } else if (this.retries > 0 && !this.hasRttSample) {
       // RFC 6298 5.7: "If the timer expires awaiting the ACK of a SYN segment
       // and the TCP implementation is using an RTO less than 3 seconds, the
@@ -1055,7 +1055,7 @@ export class TcpConnection {
       // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state ... If
       // the segment acknowledgment is not acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST>"
       if (!(seqLt(this.sndUna, seg.ack) && seqLe(seg.ack, this.sndMax))) {
-        this.sendBareReset(seg.ack, now)
+        this.sendBareReset(seg.ack)
         return
       }
       this.sndUna = seg.ack
@@ -1206,10 +1206,10 @@ export class TcpConnection {
     // otherwise one timed segment at a time (Karn's rule: never a retransmitted one).
     const ts = seg.options.timestamp
     if (this.tsEnabled && ts && ts[1] !== 0) {
-      this.rttSample((Math.floor(now) + this.tsOffset - ts[1]) >>> 0, now)
+      this.rttSample((Math.floor(now) + this.tsOffset - ts[1]) >>> 0)
     } else if (this.rttTiming && seqGt(ack, this.rttSeq)) {
       this.rttTiming = false
-      this.rttSample(now - this.rttStart, now)
+      this.rttSample(now - this.rttStart)
     }
 
     const mss = this.sndMss
@@ -1489,7 +1489,7 @@ export class TcpConnection {
     return seqGt(seg.seq, this.rcvNxt)
   }
 
-  private sendBareReset(seq: number, now: number): void {
+  private sendBareReset(seq: number): void {
     const s = this.host.scratch.segment
     s.srcPort = this.localPort
     s.dstPort = this.remotePort
@@ -1507,10 +1507,9 @@ export class TcpConnection {
     this.host.counters.outSegs++
     this.host.counters.outRsts++
     this.host.output.sendSegment(this.local, this.remote, s, null, this)
-    void now
   }
 
-  private rttSample(sample: number, now: number): void {
+  private rttSample(sample: number): void {
     const cfg = this.host.cfg
     const r = Math.max(sample, 0)
     if (!this.hasRttSample) {
@@ -1526,11 +1525,10 @@ export class TcpConnection {
     // 2.4: "Whenever RTO is computed, if it is less than 1 second, then the
     // RTO SHOULD be rounded up to 1 second" — configurable floor (minRtoMs, Linux uses 200 ms).
     this.rto = Math.min(cfg.maxRtoMs, Math.max(cfg.minRtoMs, this.srtt + Math.max(1, 4 * this.rttvar)))
-    void now
   }
 
   /** Ends the connection: CLOSED, timers off, removed from the layer, events delivered. */
-  finish(code: TcpErrorCode | null, now: number): void {
+  finish(code: TcpErrorCode | null, _now?: number): void {
     if (this.state === TcpState.Closed) return
     this.uncountEstablished()
     this.state = TcpState.Closed
@@ -1541,7 +1539,6 @@ export class TcpConnection {
     this.timeWaitAt = NONE
     this.reorder.clear()
     this.host.connectionClosed(this)
-    void now
     if (code !== null) {
       this.error = code
       this.events.onError?.(code)

@@ -183,14 +183,14 @@ export class TcpLayer implements ConnectionHost {
     }
     const listener = this.findListener(dst, seg.dstPort)
     if (listener) {
-      this.inputListen(listener, src, dst, seg, payload, now)
+      this.inputListen(listener, src, dst, seg, now)
       return
     }
-    this.replyClosed(src, dst, seg, payload.length, now)
+    this.replyClosed(src, dst, seg, payload.length)
   }
 
   /** RFC 9293 3.10.7.2, LISTEN STATE. */
-  private inputListen(listener: TcpListener, src: IpAddress, dst: IpAddress, seg: TcpSegment, payload: Uint8Array, now: number): void {
+  private inputListen(listener: TcpListener, src: IpAddress, dst: IpAddress, seg: TcpSegment, now: number): void {
     const flags = seg.flags
     // "First, check for a RST: An incoming RST segment could not be valid ... it should be ignored."
     if (flags & FLAG_RST) return
@@ -210,10 +210,9 @@ export class TcpLayer implements ConnectionHost {
     conn.listenerToken = listener
     listener.pending++
     this.insert(conn)
+    // Data on a SYN is not kept (`payload` is ignored): the peer retransmits it after the handshake.
     conn.openPassive(seg, now)
     this.reschedule(conn)
-    // Data on a SYN is not kept (the peer retransmits it after the handshake).
-    void payload
   }
 
   /**
@@ -221,8 +220,7 @@ export class TcpLayer implements ConnectionHost {
    * used, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. If the ACK bit is on,
    * <SEQ=SEG.ACK><CTL=RST>". An incoming RST is discarded.
    */
-  private replyClosed(src: IpAddress, dst: IpAddress, seg: TcpSegment, payloadLength: number, now: number): void {
-    void now
+  private replyClosed(src: IpAddress, dst: IpAddress, seg: TcpSegment, payloadLength: number): void {
     if (seg.flags & FLAG_RST) return
     if (seg.flags & FLAG_ACK) {
       this.sendReset(dst, src, seg.dstPort, seg.srcPort, seg.ack, 0, false)
