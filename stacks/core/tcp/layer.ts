@@ -170,7 +170,13 @@ export class TcpLayer implements ConnectionHost {
     }
     const conn = this.lookup(dst, seg.dstPort, src, seg.srcPort)
     if (conn) {
-      if (conn.state === TcpState.TimeWait && seg.flags & FLAG_SYN && !(seg.flags & FLAG_ACK) && conn.acceptsReopen(seg)) {
+      if (
+        conn.state === TcpState.TimeWait &&
+        seg.flags & FLAG_SYN &&
+        !(seg.flags & FLAG_ACK) &&
+        conn.acceptsReopen(seg) &&
+        this.findListener(dst, seg.dstPort) !== undefined
+      ) {
         // RFC 1122 4.2.2.13 / RFC 6191: a new SYN with a higher sequence number
         // (or timestamp) may end TIME-WAIT early and open a new incarnation.
         this.counters.timeWaitReused++

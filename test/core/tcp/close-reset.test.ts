@@ -146,7 +146,21 @@ describe('closing (RFC 9293 3.6)', () => {
     expect(synAck.ack).toBe(PEER_ISS + 100_001)
     expect(c.state).toBe(TcpState.Closed)
     expect(h.layer.counters.timeWaitReused).toBe(1)
-    // An old SYN (lower sequence) would have been answered inside TIME-WAIT instead.
+  })
+
+  it('without a listener, a SYN in TIME-WAIT is answered inside TIME-WAIT (challenge ACK), not by ending it', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    const c = peer.conn
+    c.shutdownWrite()
+    const fin = h.one()
+    peer.fin(fin.seq + 1)
+    h.take()
+    h.inject({ seq: PEER_ISS + 100_000, flags: FLAG_SYN })
+    const reply = h.one()
+    expect(reply.flags).toBe(FLAG_ACK)
+    expect(reply.ack).toBe(PEER_ISS + 2)
+    expect(c.state).toBe(TcpState.TimeWait)
   })
 
   it('abort() sends <SEQ=SND.NXT><CTL=RST> and closes', () => {
