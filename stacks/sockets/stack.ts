@@ -11,6 +11,8 @@ import type { StackCounters } from '../core/counters.js'
 import type { TcpCounters } from '../core/tcp/types.js'
 import { createStackNet, type StackConnectOptions, type StackNet, type StackSocket } from './net.js'
 import { StackShell, type StackTcpOptions } from './shell.js'
+import { createStackHttps, createStackTls, type StackHttps, type StackTls } from './tls.js'
+import type { TlsDefaults } from './tls-config.js'
 
 export interface CreateStackOptions {
   port: NexusPort
@@ -24,6 +26,8 @@ export interface CreateStackOptions {
    * addresses are usable; an address found duplicate is an error.
    */
   dad?: boolean
+  /** The instance's TLS identity and policy: defaults of stack.tls, stack.https and https fetches. */
+  tls?: TlsDefaults
   /** Injected for deterministic tests. */
   clock?: Clock
   random?: Random
@@ -55,6 +59,10 @@ export interface StackStats {
 export interface Stack {
   readonly net: StackNet
   readonly http: StackHttp
+  /** node:tls-shaped TLS over this stack, with the instance's TLS defaults. */
+  readonly tls: StackTls
+  /** node:https-shaped helpers over stack.tls. */
+  readonly https: StackHttps
   /** WHATWG fetch over this stack (undici with a connector on stack.net). */
   fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>
   /** An undici Dispatcher whose connections use this stack, for undici.request() and friends. */
@@ -137,8 +145,14 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
   await shell.addressesSettled()
   const net = createStackNet(shell)
   const httpHelpers = createStackHttp(net)
+  const stackTls = createStackTls(net, options.tls)
+  const httpsHelpers = createStackHttps(stackTls)
   const dispatcher = new UndiciAgent({
     connect: (connectOptions, callback) => {
+      if (connectOptions.protocol === 'https:') {
+        stackTls.connectForDispatcher(connectOptions, callback as (err: Error | null, socket: Duplex | null) => void)
+        return
+      }
       const socket = net.connect({ host: connectOptions.hostname, port: Number(connectOptions.port || (connectOptions.protocol === 'https:' ? 443 : 80)) } satisfies StackConnectOptions)
       let settled = false
       socket.once('connect', () => {
@@ -157,6 +171,8 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
   const stack: Stack = {
     net,
     http: httpHelpers,
+    tls: stackTls,
+    https: httpsHelpers,
     dispatcher,
     shell,
     fetch: (input, init) => undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as object), dispatcher } as Parameters<typeof undiciFetch>[1]) as unknown as Promise<Response>,
@@ -171,11 +187,13 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
       if (closed) return
       closed = true
       httpHelpers.globalAgent.destroy()
+      httpsHelpers.globalAgent.destroy()
       await dispatcher.close().catch(() => {})
       for (const conn of [...shell.tcp.layer.allConnections()]) conn.abort()
       shell.kick()
       await new Promise<void>((resolve) => setImmediate(resolve))
       await shell.close()
+      await stackTls.close()
     },
   }
   return stack
