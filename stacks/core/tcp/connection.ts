@@ -848,18 +848,22 @@ export class TcpConnection {
 
   // ------------------------------------------------------------- input
 
-  /** A segment for this connection (any state but LISTEN/CLOSED). */
-  receive(seg: TcpSegment, payload: Uint8Array, now: number): void {
+  /**
+   * A segment for this connection (any state but LISTEN/CLOSED). Its data is
+   * payload[payloadOffset, payloadOffset + payloadLength), copied before return.
+   */
+  receive(seg: TcpSegment, payload: Uint8Array, now: number, payloadOffset = 0, payloadLength = payload.length - payloadOffset): void {
     this.lastReceivedAt = now
     if (this.keepAliveAt !== NONE) {
       this.keepAliveProbesSent = 0
       this.keepAliveAt = now + this.keepAlive.idleMs
     }
     if (this.state === TcpState.SynSent) {
-      this.receiveInSynSent(seg, payload, now)
+      // Data on a SYN,ACK is not kept: the peer retransmits it after our ACK.
+      this.receiveInSynSent(seg, now)
       return
     }
-    this.receiveSynchronizedOrSynReceived(seg, payload, now)
+    this.receiveSynchronizedOrSynReceived(seg, payload, payloadOffset, payloadLength, now)
     if (this.state === TcpState.Closed) return
     if (this.isSynchronized()) this.flush(now, this.limitedTransmitAllowance())
     if (this.ackNow) this.sendAck(now)
@@ -873,7 +877,7 @@ export class TcpConnection {
   }
 
   /** RFC 9293 3.10.7.3, SYN-SENT STATE. */
-  private receiveInSynSent(seg: TcpSegment, payload: Uint8Array, now: number): void {
+  private receiveInSynSent(seg: TcpSegment, now: number): void {
     const flags = seg.flags
     let ackAcceptable = false
     if (flags & FLAG_ACK) {
@@ -969,10 +973,10 @@ export class TcpConnection {
     return seqInWindow(seq, this.rcvNxt, this.rcvAdvEdge) || seqInWindow(last, this.rcvNxt, this.rcvAdvEdge)
   }
 
-  private receiveSynchronizedOrSynReceived(seg: TcpSegment, payload: Uint8Array, now: number): void {
+  private receiveSynchronizedOrSynReceived(seg: TcpSegment, payload: Uint8Array, payloadOffset: number, payloadLength: number, now: number): void {
     const counters = this.host.counters
     const flags = seg.flags
-    let dataLen = payload.length
+    let dataLen = payloadLength
     let hasFin = (flags & FLAG_FIN) !== 0
     const ts = seg.options.timestamp
 
@@ -1083,7 +1087,7 @@ export class TcpConnection {
     // Seventh: segment text.
     if (dataLen > 0) {
       if (this.state === TcpState.Established || this.state === TcpState.FinWait1 || this.state === TcpState.FinWait2) {
-        this.receiveData(seg.seq, payload, dataLen, now)
+        this.receiveData(seg.seq, payload, payloadOffset, dataLen, now)
       } else {
         // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "This should not occur since
         // a FIN has been received from the remote side. Ignore the segment text."
@@ -1383,7 +1387,7 @@ export class TcpConnection {
 
   // ------------------------------------------------------------- data
 
-  private receiveData(seq: number, payload: Uint8Array, dataLen: number, now: number): void {
+  private receiveData(seq: number, payload: Uint8Array, payloadOffset: number, dataLen: number, now: number): void {
     const counters = this.host.counters
     let skip = 0
     let rel = seqDiff(seq, this.rcvNxt)
@@ -1411,7 +1415,7 @@ export class TcpConnection {
       this.ackNow = true
       return
     }
-    this.receiveBuffer.writeAt(rel, payload, skip, len)
+    this.receiveBuffer.writeAt(rel, payload, payloadOffset + skip, len)
     const inOrder = this.reorder.takeFront()
     if (inOrder > 0) {
       this.receiveBuffer.commit(inOrder)

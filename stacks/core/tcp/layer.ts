@@ -159,9 +159,10 @@ export class TcpLayer implements ConnectionHost {
   /**
    * A segment addressed to us: `src`/`dst` are the IP source (remote) and
    * destination (local). Checksums were checked by the caller. The addresses
-   * and segment may be reused scratch objects: nothing keeps them.
+   * and segment may be reused scratch objects: nothing keeps them. The data
+   * is payload[payloadOffset, payloadOffset + payloadLength) (default: all of it).
    */
-  input(src: IpAddress, dst: IpAddress, seg: TcpSegment, payload: Uint8Array, now: number): void {
+  input(src: IpAddress, dst: IpAddress, seg: TcpSegment, payload: Uint8Array, now: number, payloadOffset = 0, payloadLength = payload.length - payloadOffset): void {
     this.counters.inSegs++
     if (seg.srcPort === 0 || seg.dstPort === 0) {
       // Port 0 is reserved (RFC 6335 §6): never a valid endpoint.
@@ -182,7 +183,7 @@ export class TcpLayer implements ConnectionHost {
         this.counters.timeWaitReused++
         conn.finish(null, now)
       } else {
-        conn.receive(seg, payload, now)
+        conn.receive(seg, payload, now, payloadOffset, payloadLength)
         this.reschedule(conn)
         return
       }
@@ -192,7 +193,7 @@ export class TcpLayer implements ConnectionHost {
       this.inputListen(listener, src, dst, seg, now)
       return
     }
-    this.replyClosed(src, dst, seg, payload.length)
+    this.replyClosed(src, dst, seg, payloadLength)
   }
 
   /** RFC 9293 3.10.7.2, LISTEN STATE. */

@@ -2,9 +2,8 @@
 // contracts.ts) that parses segments with the wire layer and a TcpOutput that
 // emits them through IpOutput.sendIp.
 import type { IcmpErrorInfo, IpOutput, IpPacketInfo, QuotedPacket, TransportProtocol } from '../contracts.js'
-import { checksumAccumulate, checksumFold, pseudoHeaderSumIpv4, pseudoHeaderSumIpv6 } from '../../wire/checksum.js'
-import { WireError } from '../../wire/error.js'
-import { emitTcp, parseTcp, tcpHeaderLength, type TcpEmitRepr } from '../../wire/tcp.js'
+import { checksumAccumulate, checksumFold, pseudoHeaderSum, pseudoHeaderSumIpv4, pseudoHeaderSumIpv6 } from '../../wire/checksum.js'
+import { emitTcp, tcpHeaderLength, type TcpEmitRepr } from '../../wire/tcp.js'
 import { TcpLayer } from './layer.js'
 import type { TcpConnection } from './connection.js'
 import { TcpError, type ConnectOptions, type IpAddress, type SegmentOwner, type TcpConfig, type TcpErrorCode, type TcpOutput, type TcpPayload, type TcpSegment } from './types.js'
@@ -51,6 +50,104 @@ interface Pseudo6 {
 }
 
 const EMPTY = new Uint8Array(0)
+const MAX_SACK_BLOCKS = 4
+
+/** Why a received segment was refused (counted per reason in TcpTransport.inputErrors). */
+export type TcpInputError = 'truncated' | 'bad-offset' | 'bad-checksum' | 'bad-option' | 'not-unicast'
+
+/**
+ * Parses a segment into reused objects: the receive path allocates nothing
+ * per segment (the wire layer's parseTcp returns fresh objects, which suits
+ * tools and tests). Same checks as parseTcp: header and data offset within
+ * the bytes, checksum over the pseudo-header, option lengths; unknown options
+ * are skipped by length.
+ */
+export class SegmentParser {
+  readonly segment: TcpSegment = { srcPort: 0, dstPort: 0, seq: 0, ack: 0, flags: 0, window: 0, urgentPointer: 0, options: {} }
+  private readonly timestamp: [number, number] = [0, 0]
+  private readonly sackPool: [number, number][] = [
+    [0, 0],
+    [0, 0],
+    [0, 0],
+    [0, 0],
+  ]
+  private readonly sack: [number, number][] = []
+  payloadOffset = 0
+  payloadLength = 0
+
+  parse(b: Uint8Array, length: number, pseudo: Pseudo4 | Pseudo6): TcpInputError | null {
+    if (length < 20 || length > b.length) return 'truncated'
+    const headerLength = (b[12] >>> 4) * 4
+    if (headerLength < 20 || headerLength > length) return 'bad-offset'
+    if (checksumFold(checksumAccumulate(b, 0, length, pseudoHeaderSum(pseudo, IP_PROTOCOL_TCP, length))) !== 0) return 'bad-checksum'
+    const seg = this.segment
+    seg.srcPort = (b[0] << 8) | b[1]
+    seg.dstPort = (b[2] << 8) | b[3]
+    seg.seq = ((b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7]) >>> 0
+    seg.ack = ((b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11]) >>> 0
+    seg.flags = b[13]
+    seg.window = (b[14] << 8) | b[15]
+    seg.urgentPointer = (b[18] << 8) | b[19]
+    const o = seg.options
+    o.mss = undefined
+    o.windowScale = undefined
+    o.sackPermitted = undefined
+    o.sack = undefined
+    o.timestamp = undefined
+    let at = 20
+    while (at < headerLength) {
+      const kind = b[at]
+      if (kind === 0) break
+      if (kind === 1) {
+        at++
+        continue
+      }
+      if (at + 1 >= headerLength) return 'bad-option'
+      const len = b[at + 1]
+      if (len < 2 || at + len > headerLength) return 'bad-option'
+      switch (kind) {
+        case 2:
+          if (len !== 4) return 'bad-option'
+          o.mss = (b[at + 2] << 8) | b[at + 3]
+          break
+        case 3:
+          if (len !== 3) return 'bad-option'
+          o.windowScale = b[at + 2]
+          break
+        case 4:
+          if (len !== 2) return 'bad-option'
+          o.sackPermitted = true
+          break
+        case 5: {
+          const blocks = (len - 2) / 8
+          if (!Number.isInteger(blocks) || blocks < 1 || blocks > MAX_SACK_BLOCKS) return 'bad-option'
+          this.sack.length = 0
+          for (let k = 0; k < blocks; k++) {
+            const p = at + 2 + 8 * k
+            const pair = this.sackPool[k]
+            pair[0] = ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0
+            pair[1] = ((b[p + 4] << 24) | (b[p + 5] << 16) | (b[p + 6] << 8) | b[p + 7]) >>> 0
+            this.sack.push(pair)
+          }
+          o.sack = this.sack
+          break
+        }
+        case 8:
+          if (len !== 10) return 'bad-option'
+          this.timestamp[0] = ((b[at + 2] << 24) | (b[at + 3] << 16) | (b[at + 4] << 8) | b[at + 5]) >>> 0
+          this.timestamp[1] = ((b[at + 6] << 24) | (b[at + 7] << 16) | (b[at + 8] << 8) | b[at + 9]) >>> 0
+          o.timestamp = this.timestamp
+          break
+        default:
+          break
+      }
+      at += len
+    }
+    this.payloadOffset = headerLength
+    this.payloadLength = length - headerLength
+    return null
+  }
+}
 
 export interface TcpTransportOptions extends Omit<TcpConfig, 'output' | 'secret'> {
   ip: IpOutput
@@ -68,6 +165,9 @@ export interface TcpTransportOptions extends Omit<TcpConfig, 'output' | 'secret'
 export class TcpTransport implements TransportProtocol, TcpOutput {
   readonly protocol = IP_PROTOCOL_TCP
   readonly layer: TcpLayer
+  /** Refused segments by reason (each also counts in layer.counters.inErrs). */
+  readonly inputErrors: Record<TcpInputError, number> = { truncated: 0, 'bad-offset': 0, 'bad-checksum': 0, 'bad-option': 0, 'not-unicast': 0 }
+  private readonly parser = new SegmentParser()
   private readonly ip: IpOutput
   private readonly pseudo4: Pseudo4 = { version: 4, src: 0, dst: 0 }
   private readonly pseudo6: Pseudo6 = { version: 6, src: EMPTY, dst: EMPTY }
@@ -157,17 +257,14 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
 
   receive(packet: IpPacketInfo, payload: Uint8Array, now: number): boolean {
     const counters = this.layer.counters
-    if (packet.dstKind !== 'unicast') {
+    const error = packet.dstKind !== 'unicast' ? 'not-unicast' : this.parser.parse(payload, payload.length, this.setPseudo(packet.src, packet.dst))
+    if (error !== null) {
       counters.inErrs++
+      this.inputErrors[error]++
       return true
     }
-    const repr = parseTcp(payload, 0, payload.length, this.setPseudo(packet.src, packet.dst))
-    if (repr instanceof WireError) {
-      counters.inErrs++
-      return true
-    }
-    const data = repr.payloadLength > 0 ? payload.subarray(repr.payloadOffset, repr.payloadOffset + repr.payloadLength) : EMPTY
-    this.layer.input(packet.src, packet.dst, repr, data, now)
+    const p = this.parser
+    this.layer.input(packet.src, packet.dst, p.segment, payload, now, p.payloadOffset, p.payloadLength)
     return true
   }
 
