@@ -1,7 +1,9 @@
 /**
  * A fixed-capacity byte ring (the send and receive buffers of a connection).
  * One allocation for the connection's life; every operation copies with
- * `Uint8Array.set` over at most two spans, never allocating.
+ * `Uint8Array.set` over at most two spans. (Each span is a `subarray` view:
+ * a small short-lived object, far cheaper than a byte loop for MSS-sized
+ * copies.)
  *
  * `writeAt` lets the receiver place out-of-order data beyond the committed
  * tail (in the free space the advertised window promises) and `commit` makes
