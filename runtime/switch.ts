@@ -176,9 +176,12 @@ export class Switch {
         continue
       }
       if (!this.running) break
+      // A ring whose peer closed answers waitForWork at once; waiting on it
+      // would spin in microtasks and starve the event loop, so it is skipped.
       const waits: Promise<void>[] = []
-      for (const port of this.ports) waits.push(port.end.waitForWork(IDLE_WAIT_MS))
-      for (const end of this.instanceEnds) if (end !== undefined) waits.push(end.waitForWork(IDLE_WAIT_MS))
+      for (const port of this.ports) if (!port.end.peerClosed) waits.push(port.end.waitForWork(IDLE_WAIT_MS))
+      for (const end of this.instanceEnds) if (end !== undefined && !end.peerClosed) waits.push(end.waitForWork(IDLE_WAIT_MS))
+      if (waits.length === 0) waits.push(new Promise((resolve) => setTimeout(resolve, IDLE_WAIT_MS)))
       await Promise.race(waits)
     }
   }

@@ -6,7 +6,7 @@ export default async function client(stack, context) {
   const s = context.config.settings ?? {}
   const requests = s.requests ?? 20
   const concurrency = s.concurrency ?? 4
-  const result = { requests: 0, failed: 0, bytes: 0, kernelRequests: 0, kernelBytes: 0, blockedTimedOut: 0, errors: [] }
+  const result = { requests: 0, failed: 0, bytes: 0, kernelRequests: 0, kernelBytes: 0, blockedTimedOut: 0, refusedRetries: 0, errors: [] }
 
   const get = (url, timeoutMs) =>
     new Promise((resolve, reject) => {
@@ -36,7 +36,20 @@ export default async function client(stack, context) {
         const url = s.web[next % s.web.length]
         next++
         try {
-          const { status, bytes } = await get(url, 3000)
+          // The web instance starts in its own worker at the same time as this
+          // one: until it listens, its stack refuses connections. Retry those.
+          let response
+          for (let attempt = 0; ; attempt++) {
+            try {
+              response = await get(url, 3000)
+              break
+            } catch (err) {
+              if (err.code !== 'ECONNREFUSED' || attempt >= 20) throw err
+              result.refusedRetries++
+              await new Promise((resolve) => setTimeout(resolve, 50))
+            }
+          }
+          const { status, bytes } = response
           if (status === 200) {
             result.requests++
             result.bytes += bytes

@@ -22,6 +22,7 @@ interface ClientResult {
   kernelRequests: number
   kernelBytes: number
   blockedTimedOut: number
+  refusedRetries: number
   errors: string[]
   fatal?: string
 }
@@ -75,6 +76,7 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     } else {
       out(`requests done: ${result.requests} (failed ${result.failed}), ${result.bytes} bytes from web`)
       out(`kernel side: ${result.kernelRequests} requests, ${result.kernelBytes} bytes; blocked network: ${result.blockedTimedOut === 1 ? 'dropped (timed out)' : 'NOT dropped'}`)
+      if (result.refusedRetries > 0) out(`retried ${result.refusedRetries} connection(s) refused while the web instance was starting`)
       if (result.errors.length > 0) out(`errors: ${result.errors.join(', ')}`)
     }
     for (const inst of stat.instances) {

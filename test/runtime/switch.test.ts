@@ -1,0 +1,127 @@
+// The switch without workers: channels attached by the test on both sides,
+// a manual pass() per step, packets built byte by byte.
+import { describe, expect, it } from 'vitest'
+import { attachChannel, createChannel, type ChannelEnd } from '../../nexus/channel/index.js'
+import { parseConfigJson } from '../../runtime/config/index.js'
+import { classifierFromConfig } from '../../classifier/index.js'
+import { Switch, SwitchDrop, TCP_FLAGS, tcpFlagsOf } from '../../runtime/switch.js'
+import { buildPacket, type PacketSpec } from '../classifier/packets.js'
+
+const config = parseConfigJson({
+  ports: [{ name: 'p0', memory: { wire: 'w', ipOnly: true }, defaultAction: { kernel: {} } }],
+  instances: [
+    { name: 'web', port: 'p0', addresses: ['198.51.100.2/24', '2001:db8::2/64'] },
+    { name: 'client', port: 'p0', addresses: ['198.51.100.3/24'] },
+  ],
+  rules: [
+    { name: 'web-http', priority: 10, match: { protocol: 'TCP', localPrefix: '198.51.100.2/32', localPorts: { from: 80, to: 80 } }, action: { instance: 'web' } },
+    { name: 'blocked', priority: 20, match: { localPrefix: '203.0.113.0/24' }, action: { drop: {} } },
+  ],
+}).config
+
+function tcp(spec: Omit<PacketSpec, 'protocol'>, flags: number): Uint8Array {
+  const packet = buildPacket({ ...spec, protocol: 6, payload: 0 })
+  packet[(spec.ipVersion === 4 ? 20 : 40) + 13] = flags
+  return packet
+}
+
+function send(end: ChannelEnd, packet: Uint8Array): void {
+  const index = end.alloc()
+  expect(index).toBeGreaterThanOrEqual(0)
+  end.buffer(index).set(packet)
+  expect(end.send(index, packet.length)).toBe(true)
+  end.flush()
+}
+
+function drain(end: ChannelEnd): Uint8Array[] {
+  const out: Uint8Array[] = []
+  end.receive(1024, (index, length) => {
+    out.push(end.buffer(index).slice(0, length))
+    end.release(index)
+  })
+  return out
+}
+
+function setup() {
+  const classifier = classifierFromConfig(config)
+  const portSab = createChannel({ bufferCount: 64, ringCapacity: 64 })
+  const wire = attachChannel(portSab, 'a') // the device side: what the wire delivers and receives
+  const sw = new Switch(classifier, [{ name: 'p0', end: attachChannel(portSab, 'b'), link: 'ip', vnetHdr: false }], [
+    { name: 'web', port: 0, addresses: ['198.51.100.2/24', '2001:db8::2/64'] },
+    { name: 'client', port: 0, addresses: ['198.51.100.3/24'] },
+  ])
+  const instances = [0, 1].map((i) => {
+    const sab = createChannel({ bufferCount: 64, ringCapacity: 64 })
+    sw.attachInstance(i, sab)
+    return attachChannel(sab, 'b')
+  })
+  return { classifier, sw, wire, web: instances[0], client: instances[1] }
+}
+
+describe('Switch', () => {
+  it('delivers a packet from the port to the instance a rule names, copied into its own pool', () => {
+    const { sw, wire, web, client, classifier } = setup()
+    const syn = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40000, dstPort: 80 }, TCP_FLAGS.SYN)
+    send(wire, syn)
+    expect(sw.pass()).toBe(1)
+    const got = drain(web)
+    expect(got).toHaveLength(1)
+    expect([...got[0]]).toEqual([...syn])
+    expect(got[0].buffer).not.toBe(wire.sab) // a copy, not the port's buffer
+    expect(drain(client)).toHaveLength(0)
+    expect(sw.instanceTraffic[0].rxPackets).toBe(1)
+    expect(sw.portTraffic[0].rxPackets).toBe(1)
+    expect(classifier.reasonCounts[1]).toBe(1) // decided by a rule
+  })
+
+  it('refuses a spoofed source address and counts it', () => {
+    const { sw, wire, client } = setup()
+    send(client, tcp({ ipVersion: 4, src: '198.51.100.2', dst: '192.0.2.9', srcPort: 80, dstPort: 40000 }, TCP_FLAGS.SYN | TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(0)
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(1)
+    expect(sw.learned[1].size).toBe(0)
+  })
+
+  it('learns a connect from the SYN, switches instance to instance, and routes the answer back by the flow', () => {
+    const { sw, wire, web, client, classifier } = setup()
+    send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '198.51.100.2', srcPort: 50000, dstPort: 80 }, TCP_FLAGS.SYN))
+    sw.pass()
+    expect(sw.learned[1].size).toBe(1)
+    expect(drain(web)).toHaveLength(1) // hairpin through the web-http rule
+    expect(drain(wire)).toHaveLength(0)
+    send(web, tcp({ ipVersion: 4, src: '198.51.100.2', dst: '198.51.100.3', srcPort: 80, dstPort: 50000 }, TCP_FLAGS.SYN | TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(client)).toHaveLength(1)
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(0)
+    const owners = classifier.listFlows().map((f) => `${f.key.localAddress}:${f.key.localPort} ${f.owner} ${f.state}`).sort()
+    expect(owners).toEqual(['198.51.100.2:80 0 established', '198.51.100.3:50000 1 established'])
+    // The worker reports no open connection: after the grace period the flows go.
+    expect(sw.reconcile(1, [], -1)).toBe(1)
+    expect(sw.reconcile(0, [], -1)).toBe(1)
+    expect(classifier.flowCount).toBe(0)
+  })
+
+  it('sends what no instance claims to the port, drops what a drop rule names, and releases an instance', () => {
+    const { sw, wire, client, classifier } = setup()
+    send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '192.0.2.50', srcPort: 50001, dstPort: 8080 }, TCP_FLAGS.SYN))
+    send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '203.0.113.9', srcPort: 50002, dstPort: 80 }, TCP_FLAGS.SYN))
+    sw.pass()
+    const out = drain(wire)
+    expect(out).toHaveLength(1)
+    expect(out[0][19]).toBe(50) // 192.0.2.50
+    expect(classifier.ownerCounts[1]).toBe(1) // one drop decision
+    expect(sw.detachInstance(1)).toBe(2)
+    send(wire, tcp({ ipVersion: 4, src: '192.0.2.50', dst: '198.51.100.3', srcPort: 8080, dstPort: 50001 }, TCP_FLAGS.SYN | TCP_FLAGS.ACK))
+    sw.pass()
+    expect(sw.drops[SwitchDrop.NoKernel]).toBe(1) // no flow any more: the port default (kernel), and no host TAP
+  })
+
+  it('reads TCP flags only from first-fragment TCP packets', () => {
+    expect(tcpFlagsOf(tcp({ ipVersion: 6, src: '2001:db8::3', dst: '2001:db8::2', srcPort: 1, dstPort: 2 }, TCP_FLAGS.RST), 60)).toBe(TCP_FLAGS.RST)
+    expect(tcpFlagsOf(buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '198.51.100.2', srcPort: 1, dstPort: 2 }), 36)).toBe(-1)
+    const later = buildPacket({ ipVersion: 4, protocol: 6, src: '198.51.100.3', dst: '198.51.100.2', fragment: { offset: 64, more: false, id: 7 } })
+    expect(tcpFlagsOf(later, later.length)).toBe(-1)
+    expect(tcpFlagsOf(new Uint8Array(10), 10)).toBe(-1)
+  })
+})
