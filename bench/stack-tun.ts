@@ -2,7 +2,8 @@
 // our stack runs in this thread on a TUN port whose kernel side lives in
 // a namespace this benchmark creates (fs-sbench-*), and sends to a python3
 // sink there (the same protocol as stack-roles.ts' sink: count to EOF, answer
-// one byte). The baseline is the kernel talking to itself: iperf3 between two
+// one byte), and receives from a python3 source there into its own sink.
+// The baseline is the kernel talking to itself: iperf3 between two
 // namespaces over a veth pair, in the same run. Needs root.
 import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
@@ -10,7 +11,7 @@ import { openTun } from '../nexus/ports/tun.js'
 import type { NexusPort } from '../nexus/ports/port.js'
 import { createStack, type Stack } from '../stacks/sockets/stack.js'
 import { cleanupNamespaces, createNamespace, deleteNamespace, ip, runIn, spawnIn } from './stack-netns.js'
-import { runBulk, SINK_PORT, type NetLike } from './stack-roles.js'
+import { runBulk, SINK_PORT, startServers, type BenchServers, type NetLike } from './stack-roles.js'
 
 const KERNEL_ADDRESS = '192.0.2.1'
 const OUR_ADDRESS = '192.0.2.2'
@@ -28,9 +29,27 @@ while True:
     c.sendall(b'\\x01'); c.close()
 `
 
+// Sends argv[3] bytes to our sink and times it up to the sink's byte at EOF,
+// the same protocol as stack-roles.ts' runBulk; prints Gbit/s.
+const SOURCE_SCRIPT = `
+import socket, sys, time
+total = int(sys.argv[3])
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+chunk = memoryview(bytes(1 << 20))
+start = time.perf_counter(); sent = 0
+while sent < total:
+    n = min(len(chunk), total - sent)
+    c.sendall(chunk[:n]); sent += n
+c.shutdown(socket.SHUT_WR)
+if c.recv(1) != b'\x01': sys.exit('sink did not answer')
+print(total * 8 / (time.perf_counter() - start) / 1e9, flush=True)
+`
+
 export interface TunFigures {
   /** Our stack -> kernel through the TUN port, Gbit/s of payload. */
   stackToKernelGbps: number
+  /** Kernel -> our stack through the TUN port, Gbit/s of payload. */
+  kernelToStackGbps: number
   /** Kernel -> kernel over veth (iperf3), Gbit/s. */
   kernelVethGbps: number
 }
@@ -55,12 +74,20 @@ function waitForLine(child: ReturnType<typeof spawnIn>, text: string, timeoutMs:
   })
 }
 
-/** Stack -> kernel over a TUN port: `bytes` of payload into a kernel socket. */
-async function stackThroughTun(bytes: number): Promise<number> {
+async function kernelSource(ns: string, bytes: number): Promise<number> {
+  const result = await runIn(ns, ['python3', '-c', SOURCE_SCRIPT, OUR_ADDRESS, String(SINK_PORT), String(bytes)], 40_000)
+  const gbps = Number.parseFloat(result.stdout)
+  if (result.status !== 0 || !(gbps > 0)) throw new Error(`kernel source failed (exit ${result.status}): ${result.stderr.slice(-400)}`)
+  return gbps
+}
+
+/** Both directions over a TUN port: `bytes` of payload between our stack and a kernel socket. */
+async function stackThroughTun(bytes: number): Promise<{ stackToKernelGbps: number; kernelToStackGbps: number }> {
   const ns = createNamespace()
   let port: NexusPort | null = null
   let stack: Stack | null = null
   let sink: ReturnType<typeof spawnIn> | null = null
+  let servers: BenchServers | null = null
   try {
     // Plain TUN, one packet per read/write: on a vnet_hdr TUN the kernel hands
     // us its TCP segments with VIRTIO_NET_HDR_F_NEEDS_CSUM, which the stack
@@ -71,11 +98,16 @@ async function stackThroughTun(bytes: number): Promise<number> {
     stack = await createStack({ port, addresses: [`${OUR_ADDRESS}/24`], dad: false })
     await waitForLine(sink, 'ready', 10_000)
     const net = stack.net as unknown as NetLike
-    // A short first transfer warms the JIT and lets the kernel settle the route.
+    // A short first transfer each way warms the JIT; it is not measured.
     await runBulk(net, KERNEL_ADDRESS, Math.min(bytes, 4 << 20), 15_000)
-    return await runBulk(net, KERNEL_ADDRESS, bytes, 30_000)
+    const stackToKernelGbps = await runBulk(net, KERNEL_ADDRESS, bytes, 30_000)
+    servers = await startServers(net, OUR_ADDRESS)
+    await kernelSource(ns, Math.min(bytes, 4 << 20))
+    const kernelToStackGbps = await kernelSource(ns, bytes)
+    return { stackToKernelGbps, kernelToStackGbps }
   } finally {
     sink?.kill('SIGKILL')
+    await servers?.close()
     await stack?.close()
     await port?.close()
     deleteNamespace(ns)
@@ -131,7 +163,7 @@ export async function measureTun(quick: boolean): Promise<TunFigures | null> {
     console.log(`stack.bench: skipping the TUN entry, network namespaces are unavailable (needs root): ${(err as Error).message}`)
     return null
   }
-  const stackToKernelGbps = await stackThroughTun(quick ? 8 << 20 : 64 << 20)
+  const { stackToKernelGbps, kernelToStackGbps } = await stackThroughTun(quick ? 8 << 20 : 64 << 20)
   const kernelVethGbps = await kernelOverVeth(quick ? 1 : 3)
-  return { stackToKernelGbps, kernelVethGbps }
+  return { stackToKernelGbps, kernelToStackGbps, kernelVethGbps }
 }

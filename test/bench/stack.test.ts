@@ -21,7 +21,10 @@ describe('bench/stack', () => {
         [`stack TCP connections (4 in flight), memory wire, ${where}`, 'connections/s', 'node:net over kernel loopback'],
       )
     }
-    expected.push(['stack TCP bulk to a kernel socket through TUN', 'Gbit/s', 'kernel to kernel over veth (iperf3)'])
+    expected.push(
+      ['stack TCP bulk to a kernel socket through TUN', 'Gbit/s', 'kernel to kernel over veth (iperf3)'],
+      ['stack TCP bulk from a kernel socket through TUN', 'Gbit/s', 'kernel to kernel over veth (iperf3)'],
+    )
     expect(names).toEqual(expected.map(([name]) => name))
     for (const [i, [, unit, baseline]] of expected.entries()) {
       const result = results[i]
@@ -33,6 +36,7 @@ describe('bench/stack', () => {
     }
     // Both memory-wire setups compare against the one loopback figure of this run.
     expect(results[0].baselineValue).toBe(results[3].baselineValue)
+    expect(results[6].baselineValue).toBe(results[7].baselineValue)
     const leftovers = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
     expect(leftovers).not.toContain('fs-sbench-')
   }, 60_000)
