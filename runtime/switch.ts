@@ -293,8 +293,10 @@ export class Switch {
     // port, so an instance reaches another behind the same port through the
     // same rules and flows as a peer on the wire would.
     const decision = this.classifier.classifyPacket(buf, 0, length, LinkKind.Ip, portIndex, Direction.In)
-    if (decision.held || decision.owner === OWNER_DROP) {
-      // A held later fragment of our own is not worth the bookkeeping: drop.
+    // Only a rule drops what an instance sends; the port's default action is
+    // for traffic arriving from the wire, so unclaimed traffic leaves on the port.
+    // (A held later fragment of our own is not worth the bookkeeping: dropped.)
+    if (decision.held || (decision.owner === OWNER_DROP && decision.rule >= 0)) {
       end.release(index)
       return
     }
