@@ -83,6 +83,10 @@ export class Runtime {
         sw: this.switch,
         log: this.log,
         reportIntervalMs: options.reportIntervalMs,
+        onFailure: (i) => {
+          const probes = this.switch.resetFlowsOf(i)
+          if (probes > 0) this.log(inst.name, 'warn', `resetting the peers of ${probes} connection(s)`)
+        },
         onStats: (families) => {
           this.families[index] = families
         },

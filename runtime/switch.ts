@@ -16,6 +16,7 @@ import { Direction, PROTO_TCP, readKey, type FlowKeyFields } from '../classifier
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
 import type { ConnectionReport } from './host/messages.js'
+import { tcpOffset, writeTcpSegment } from './resets.js'
 
 /** Descriptors taken from one ring before looking at the next. */
 const BATCH = 64
@@ -63,6 +64,9 @@ export interface SwitchInstanceSpec {
   addresses: readonly string[]
 }
 
+/** How long the switch keeps answering for a stopped instance's flows (ms). */
+const RESET_WINDOW_MS = 10000
+
 export interface FlowLearned {
   fields: FlowKeyFields
   since: number
@@ -81,6 +85,13 @@ export class Switch {
   private loopDone: Promise<void> = Promise.resolve()
   private readonly wakers: (() => void)[] = []
   private readonly now: () => number
+
+  /** Flows of stopped instances whose peers are being reset, by key text (instance's view). */
+  private readonly resetting = new Map<string, { fields: FlowKeyFields; instance: number; until: number }>()
+  private readonly scratch = new Uint8Array(128)
+  /** Probes and RSTs sent on behalf of stopped instances. */
+  resetProbes = 0
+  resetsSent = 0
 
   /** Called when an instance's channel shows corruption (the instance must be stopped). */
   onInstanceFault: (instance: number, reason: string) => void = () => {}
@@ -250,6 +261,7 @@ export class Switch {
     const end = this.instanceEnds[instance]
     if (end === undefined) {
       this.drops[SwitchDrop.InstanceDown]++
+      if (this.resetting.size > 0) this.answerForStopped(src, off, length)
       return
     }
     if (length > end.bufferSize) {
@@ -328,6 +340,68 @@ export class Switch {
     const traffic = this.portTraffic[p]
     traffic.txPackets++
     traffic.txBytes += length
+  }
+
+  // ------------------------------------------------------------ resets for a stopped instance
+
+  /**
+   * The instance stopped (crashed): probe the peer of each flow it held so
+   * the peer's answer can be met with an exact RST (see resets.ts). Call
+   * before detachInstance, which forgets the flows.
+   */
+  resetFlowsOf(instance: number): number {
+    const now = this.now()
+    for (const [text, entry] of this.resetting) if (entry.until < now) this.resetting.delete(text)
+    let probes = 0
+    for (const [text, flow] of this.learned[instance]) {
+      const f = flow.fields
+      if (f.protocol !== PROTO_TCP) continue
+      this.resetting.set(text, { fields: f, instance, until: now + RESET_WINDOW_MS })
+      // A sequence number half the space away from anything plausible: outside any window.
+      const length = writeTcpSegment(this.scratch, { ipVersion: f.ipVersion, src: f.localAddress, dst: f.remoteAddress, srcPort: f.localPort, dstPort: f.remotePort, seq: 0x80000000, ack: 0, flags: TCP_ACK })
+      if (length > 0 && this.forward(instance, this.scratch, length)) probes++
+    }
+    this.resetProbes += probes
+    this.flushAll()
+    return probes
+  }
+
+  /** A packet for a stopped instance: if it belongs to a flow being reset, answer with an RST. */
+  private answerForStopped(buf: Uint8Array, off: number, length: number): void {
+    const tcp = tcpOffset(buf, off, length)
+    if (tcp < 0 || (buf[tcp + 13] & TCP_RST) !== 0 || (buf[tcp + 13] & TCP_ACK) === 0) return
+    const v4 = buf[off] >>> 4 === 4
+    const ipVersion: 4 | 6 = v4 ? 4 : 6
+    const src = formatIpAddress(v4 ? { version: 4, v4: ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0 } : { version: 6, v6: buf.slice(off + 8, off + 24) })
+    const dst = formatIpAddress(v4 ? { version: 4, v4: ((buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19]) >>> 0 } : { version: 6, v6: buf.slice(off + 24, off + 40) })
+    const srcPort = (buf[tcp] << 8) | buf[tcp + 1]
+    const dstPort = (buf[tcp + 2] << 8) | buf[tcp + 3]
+    const text = flowText(ipVersion, dst, dstPort, src, srcPort)
+    const entry = this.resetting.get(text)
+    if (entry === undefined) return
+    this.resetting.delete(text)
+    const ack = ((buf[tcp + 8] << 24) | (buf[tcp + 9] << 16) | (buf[tcp + 10] << 8) | buf[tcp + 11]) >>> 0
+    const rst = writeTcpSegment(this.scratch, { ipVersion, src: dst, dst: src, srcPort: dstPort, dstPort: srcPort, seq: ack, ack: 0, flags: TCP_RST })
+    if (rst > 0 && this.forward(entry.instance, this.scratch, rst)) this.resetsSent++
+  }
+
+  /** Sends a packet made by the switch for `fromInstance` (no anti-spoofing: we wrote it). */
+  private forward(fromInstance: number, packet: Uint8Array, length: number): boolean {
+    const portIndex = this.instances[fromInstance].port
+    const decision = this.classifier.classifyPacket(packet, 0, length, LinkKind.Ip, portIndex, Direction.In)
+    if (decision.held || (decision.owner === OWNER_DROP && decision.rule >= 0)) return false
+    if (decision.owner >= 0 && decision.owner !== fromInstance) {
+      if (this.instanceEnds[decision.owner] === undefined) return false
+      this.deliver(decision.owner, packet, 0, length)
+    } else {
+      this.transmit(portIndex, packet, length)
+    }
+    return true
+  }
+
+  private flushAll(): void {
+    for (const port of this.ports) port.end.flush()
+    for (const end of this.instanceEnds) end?.flush()
   }
 
   /** A SYN or SYN-ACK from an instance: register its flow (allocates; handshakes only). */

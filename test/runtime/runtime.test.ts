@@ -97,6 +97,16 @@ describe('Runtime', () => {
     const first = await get('http://198.51.100.2/', fragileAgent)
     expect(first).toMatchObject({ status: 200, instance: 'fragile' })
     const fragile = runtime.instances[0]
+    // An idle connection to the fragile instance: when it dies, the switch resets it on its behalf.
+    const idle = peer.net.connect(80, '198.51.100.2')
+    await new Promise<void>((resolve, reject) => {
+      idle.once('connect', () => resolve())
+      idle.once('error', reject)
+    })
+    const idleEnded = new Promise<string>((resolve) => {
+      idle.once('error', (err: NodeJS.ErrnoException) => resolve(String(err.code)))
+      idle.once('close', () => resolve('closed'))
+    })
     let steadyServed = 0
     // Steady traffic while the fragile instance dies and comes back.
     const steadyLoop = (async () => {
@@ -110,6 +120,10 @@ describe('Runtime', () => {
     // The second request triggers the crash (the response may or may not make it out).
     await get('http://198.51.100.2/', fragileAgent).catch(() => null)
     await until('a restart', () => fragile.restarts >= 1 && fragile.state === InstanceState.RUNNING)
+    const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 3000))
+    expect(await Promise.race([idleEnded, timeout])).toBe('ECONNRESET')
+    expect(runtime.switch.resetProbes).toBeGreaterThanOrEqual(1)
+    expect(runtime.switch.resetsSent).toBeGreaterThanOrEqual(1) // the exact RST came from the switch, not the restarted stack
     await steadyLoop
     expect(steadyServed).toBe(30)
     expect(runtime.instances[1].restarts).toBe(0)
