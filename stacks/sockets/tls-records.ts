@@ -109,7 +109,7 @@ export function attachRecordSizing(tlsSocket: TLSSocket, tcp: TcpSendView, now: 
         offset = end
         syncDone = false
         let returned = false
-        write.call(self, slice, 'buffer', (err) => {
+        write.call(self, slice, 'buffer' as BufferEncoding, (err) => {
           if (!returned) {
             syncDone = true
             syncErr = err

@@ -24,6 +24,8 @@ export interface StackTlsConnectOptions extends tls.ConnectionOptions {
   recordSizing?: boolean
   /** Local address of the TCP connection (as net.connect's). */
   localAddress?: string
+  /** Keep the TLS socket writable after the peer ended (default false, as node:tls). */
+  allowHalfOpen?: boolean
 }
 
 export interface StackTlsServerOptions extends tls.TlsOptions {
@@ -268,6 +270,7 @@ export function createStackTls(net: StackNet, defaults: TlsDefaults = {}): Stack
     server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
       const raw = stackSocketUnder(socket)
       if (raw !== null) {
+        socket.allowHalfOpen = (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen === true
         adoptAddresses(socket, raw)
         if (sizing) sizers.set(socket, attachRecordSizing(socket, raw))
       }
@@ -305,6 +308,10 @@ export function createStackTls(net: StackNet, defaults: TlsDefaults = {}): Stack
     }
     const socket = tls.connect(merged, listener)
     if (raw !== null) {
+      // node:tls copies allowHalfOpen from the wrapped stream, and the raw
+      // socket is half-open on purpose (see bindServerToStack); the TLS
+      // socket follows the caller's choice, default false as in node:tls.
+      socket.allowHalfOpen = tlsOptions.allowHalfOpen === true
       adoptAddresses(socket, raw)
       // A refused or reset TCP connection reaches the TLS socket as its error
       // through node:tls's stream wrap (JSStreamSocket), as with a kernel socket.
