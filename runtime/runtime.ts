@@ -1,6 +1,7 @@
 // The runtime (DESIGN.md §2, §4): opens the configured ports, builds the
 // classifier and the switch, hosts one instance per configured app, and
 // answers the control requests (stat, flows, reload).
+import { execFileSync } from 'node:child_process'
 import { create } from '@bufbuild/protobuf'
 import {
   CounterFamilySchema,
@@ -31,6 +32,23 @@ export interface RuntimeOptions {
   log?: RuntimeLog
   /** Instance worker connection/stats report interval (ms). */
   reportIntervalMs?: number
+  /** Network namespace (`ip netns` name) to open TUN devices in; default: the runtime's own. */
+  netns?: string
+}
+
+/** Puts the kernel's side of a TUN port on the device (`kernelAddresses` in the config). */
+function addKernelAddresses(device: string, addresses: readonly string[], netns: string | undefined): void {
+  for (const address of addresses) {
+    const args = [...(netns === undefined ? [] : ['-n', netns]), address.includes(':') ? '-6' : '-4', 'addr', 'add', address, 'dev', device]
+    // No duplicate address detection: the other end of a TUN is us.
+    if (address.includes(':')) args.push('nodad')
+    try {
+      execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10000 })
+    } catch (err) {
+      const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim()
+      if (!stderr.includes('File exists')) throw new FlowstackError('RUNTIME_KERNEL_ADDRESS', `cannot add ${address} to ${device}: ${stderr}`)
+    }
+  }
 }
 
 export class Runtime {
@@ -114,7 +132,9 @@ export class Runtime {
           case 'tun': {
             const { openTun } = await import('../nexus/ports/tun.js')
             const tun = port.kind.value
-            ports.push(await openTun({ name: tun.device || undefined, mtu: port.mtu || undefined, txQueueLen: tun.txqueuelen || 4096, vnetHdr: false }))
+            const opened = await openTun({ name: tun.device || undefined, netns: options.netns, mtu: port.mtu || undefined, txQueueLen: tun.txqueuelen || 4096, vnetHdr: false })
+            ports.push(opened)
+            addKernelAddresses(opened.info.name, tun.kernelAddresses, options.netns)
             break
           }
           default:
