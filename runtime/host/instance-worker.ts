@@ -3,6 +3,7 @@
 // connections to the runtime, and resolves only when told to stop. The
 // task's promise is the instance's life: a rejection (the app threw) or the
 // worker dying (an uncaught error, process.exit) is what the supervisor sees.
+import * as kernelNet from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { createStack } from '../../stacks/sockets/stack.js'
 import { formatIpAddress } from '../../stacks/wire/address.js'
@@ -21,6 +22,24 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
   const post = (message: WorkerMessage): void => task.control.postMessage(message)
   const port = channelPort(task.channel, task.portInfo)
   const stack = await createStack({ port, addresses: task.addresses, routes: task.routes, tcp: task.tcp, dad: false })
+
+  // Per-socket kernel fallback (DESIGN.md §5): a loopback destination is not
+  // reachable through the instance's port, so the kernel serves it, behind
+  // the same connect() API (http agents and fetch use stack.net.connect too).
+  const fallback = { loopback: 0 }
+  const net = stack.net as { connect: (...args: unknown[]) => unknown; createConnection: (...args: unknown[]) => unknown }
+  const stackConnect = net.connect.bind(stack.net)
+  const connect = (...args: unknown[]): unknown => {
+    const first = args[0]
+    const host = typeof first === 'object' && first !== null ? (first as { host?: unknown }).host : args[1]
+    if (typeof host === 'string' && isLoopback(host)) {
+      fallback.loopback++
+      return (kernelNet.connect as (...a: unknown[]) => unknown)(...args)
+    }
+    return stackConnect(...args)
+  }
+  net.connect = connect
+  net.createConnection = connect
 
   // Listeners are registered with the switch as they open (DESIGN.md §3, 2).
   const layer = stack.shell.tcp.layer
@@ -57,6 +76,7 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
       Tcp: { ...numbers(stats.tcp), CurrEstab: stats.tcpConnections },
       Udp: numbers(stats.ip.udp),
       Udp6: numbers(stats.ip.udp6),
+      Fallback: { ...fallback },
     }
     post({ type: 'connections', open, families })
   }
@@ -95,4 +115,9 @@ function numbers(counters: object): Record<string, number> {
   const out: Record<string, number> = {}
   for (const [name, value] of Object.entries(counters)) if (typeof value === 'number') out[name] = value
   return out
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1' || host === '[::1]') return true
+  return kernelNet.isIPv4(host) && host.startsWith('127.')
 }
