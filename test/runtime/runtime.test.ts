@@ -30,10 +30,12 @@ function configJson(extraRules: object[] = []) {
         settings: { httpPort: 80, bodyBytes: 100, crashAfter: 1 },
       },
       { name: 'steady', app: join(examples, 'web.js'), port: 'p0', addresses: ['198.51.100.4/24'], settings: { httpPort: 80, bodyBytes: 3000 } },
+      { name: 'bulk', app: join(examples, 'web.js'), port: 'p0', addresses: ['198.51.100.5/24'], settings: { httpPort: 80, bodyBytes: 6000000 } },
     ],
     rules: [
       { name: 'to-fragile', priority: 10, match: { protocol: 'TCP', localPrefix: '198.51.100.2/32' }, action: { instance: 'fragile' } },
       { name: 'to-steady', priority: 10, match: { protocol: 'TCP', localPrefix: '198.51.100.4/32' }, action: { instance: 'steady' } },
+      { name: 'to-bulk', priority: 10, match: { protocol: 'TCP', localPrefix: '198.51.100.5/32' }, action: { instance: 'bulk' } },
       ...extraRules,
     ],
   }
@@ -127,6 +129,7 @@ describe('Runtime', () => {
     await steadyLoop
     expect(steadyServed).toBe(30)
     expect(runtime.instances[1].restarts).toBe(0)
+    expect(runtime.instances[2].restarts).toBe(0)
     expect(runtime.instances[1].state).toBe(InstanceState.RUNNING)
     expect(fragile.lastError).toMatch(/deliberate crash/)
     expect(logs.some((l) => /fragile error stopped: .*deliberate crash/.test(l))).toBe(true)
@@ -181,7 +184,7 @@ describe('Runtime', () => {
     writeFileSync(configFile, JSON.stringify(configJson([{ name: 'close-steady', priority: 50, match: { protocol: 'TCP', localPrefix: '198.51.100.4/32' }, action: { drop: {} } }])))
     const out = capture()
     expect(await reloadCommand({ socket, stdout: out.stream })).toBe(0)
-    expect(out.text()).toMatch(/reloaded 3 rule/)
+    expect(out.text()).toMatch(/reloaded 4 rule/)
     // The established keep-alive connection still works...
     expect((await get('http://198.51.100.4/', agent)).status).toBe(200)
     // ...a new one is dropped by the new rule.
@@ -197,4 +200,42 @@ describe('Runtime', () => {
     agent.destroy()
     fresh.destroy()
   }, 20000)
+
+  it('keeps a long download running across a reload that sends new connections elsewhere', async () => {
+    writeFileSync(configFile, JSON.stringify(configJson()))
+    expect(await reloadCommand({ socket, stdout: capture().stream })).toBe(0)
+    const agent = new peer.http.Agent({ keepAlive: false })
+    let received = 0
+    let reloaded = false
+    const download = new Promise<number>((resolve, reject) => {
+      const req = peer.http.get('http://198.51.100.5/', { agent: agent as never }, (res: IncomingMessage) => {
+        res.on('data', (chunk: Buffer) => {
+          received += chunk.length
+          if (!reloaded && received > 200000) {
+            reloaded = true
+            // Mid-download: new connections to the bulk address now go to steady.
+            writeFileSync(configFile, JSON.stringify(configJson([{ name: 'bulk-moved', priority: 50, match: { protocol: 'TCP', localPrefix: '198.51.100.5/32' }, action: { instance: 'steady' } }])))
+            reloadCommand({ socket, stdout: capture().stream }).then((code) => expect(code).toBe(0), reject)
+          }
+        })
+        res.on('end', () => resolve(received))
+        res.on('error', reject)
+      })
+      req.on('error', reject)
+    })
+    expect(await download).toBe(6000000)
+    expect(reloaded).toBe(true)
+    // A new connection to the same address follows the new rule to steady,
+    // whose stack does not own that address and ignores it: no answer.
+    const steadyBefore = runtime.switch.instanceTraffic[1].rxPackets
+    const ruleHits = (name: string): bigint => runtime.stat().classifier!.rules.find((r) => r.name === name)?.value ?? -1n
+    const toBulkBefore = ruleHits('to-bulk')
+    const fresh = new peer.http.Agent({ keepAlive: false })
+    await expect(get('http://198.51.100.5/', fresh)).rejects.toThrow(/timeout/)
+    expect(runtime.switch.instanceTraffic[1].rxPackets).toBeGreaterThan(steadyBefore)
+    expect(ruleHits('to-bulk')).toBe(toBulkBefore) // the SYN was not decided by the old rule
+    expect(runtime.stat().classifier!.rules.find((r) => r.name === 'bulk-moved')?.value).toBeGreaterThanOrEqual(1n)
+    agent.destroy()
+    fresh.destroy()
+  }, 30000)
 })
