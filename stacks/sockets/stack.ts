@@ -10,6 +10,7 @@ import type { RouteSpec } from '../core/stack.js'
 import type { StackCounters } from '../core/counters.js'
 import type { TcpCounters } from '../core/tcp/types.js'
 import { createStackNet, type StackConnectOptions, type StackNet, type StackSocket } from './net.js'
+import { createUdpSocket, UdpSocket, type RemoteInfo, type UdpSocketOptions, type UdpSocketType } from './udp.js'
 import { StackShell, type StackTcpOptions } from './shell.js'
 import { createStackHttps, createStackTls, type StackHttps, type StackTls } from './tls.js'
 import type { TlsDefaults } from './tls-config.js'
@@ -56,8 +57,15 @@ export interface StackStats {
   link: { txDroppedRingFull: number; rxOffloadDrops: number }
 }
 
+export interface StackDgram {
+  createSocket(type: UdpSocketType | UdpSocketOptions, listener?: (msg: Buffer, rinfo: RemoteInfo) => void): UdpSocket
+  Socket: typeof UdpSocket
+}
+
 export interface Stack {
   readonly net: StackNet
+  /** `dgram.createSocket` over this stack: UDP sockets shaped like dgram.Socket. */
+  readonly dgram: StackDgram
   readonly http: StackHttp
   /** node:tls-shaped TLS over this stack, with the instance's TLS defaults. */
   readonly tls: StackTls
@@ -170,6 +178,10 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
   let closed = false
   const stack: Stack = {
     net,
+    dgram: {
+      createSocket: (type, listener) => createUdpSocket({ udp: shell.core.udp, flush: () => shell.kick() }, type, listener),
+      Socket: UdpSocket,
+    },
     http: httpHelpers,
     tls: stackTls,
     https: httpsHelpers,

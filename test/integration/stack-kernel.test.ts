@@ -126,6 +126,44 @@ for (const setup of [
       }
     }, 150_000)
 
+    it('echoes UDP both ways with the kernel over IPv4 and IPv6', async () => {
+      // Kernel -> us: our dgram echo servers (one per family: udp6 sockets
+      // are IPv6-only here), the kernel's socat as the client.
+      const echoes = (['udp4', 'udp6'] as const).map((type) => {
+        const echo = stack.dgram.createSocket(type)
+        echo.on('message', (msg, rinfo) => echo.send(msg, rinfo.port, rinfo.address))
+        echo.bind(5353)
+        return echo
+      })
+      await Promise.all(echoes.map((echo) => once(echo, 'listening')))
+      // Us -> kernel: a kernel echo server, our socket as the client.
+      const kernelEcho = spawnIn(ns, ['socat', 'UDP6-RECVFROM:5400,fork,ipv6only=0', 'EXEC:cat'])
+      try {
+        for (const ours of [setup.ours4, setup.ours6]) {
+          const reply = await runIn(ns, ['sh', '-c', `printf 'ping-${setup.kind}' | socat -t 1 - UDP:${ours.includes(':') ? `[${ours}]` : ours}:5353`], 10_000)
+          expect(reply.stdout).toBe(`ping-${setup.kind}`)
+        }
+        for (const [type, kernel] of [['udp4', setup.kernel4], ['udp6', setup.kernel6]] as const) {
+          const client = stack.dgram.createSocket(type)
+          try {
+            const got = new Promise<Buffer>((resolve) => client.once('message', (msg: Buffer) => resolve(msg)))
+            // socat may take a moment to bind: resend until the echo arrives (bounded).
+            let reply: Buffer | null = null
+            for (let attempt = 0; attempt < 20 && reply === null; attempt++) {
+              client.send(Buffer.from(`hello ${type}`), 5400, kernel)
+              reply = await Promise.race([got, new Promise<null>((r) => setTimeout(() => r(null), 250))])
+            }
+            expect(reply?.toString()).toBe(`hello ${type}`)
+          } finally {
+            client.close()
+          }
+        }
+      } finally {
+        kernelEcho.kill('SIGKILL')
+        for (const echo of echoes) echo.close()
+      }
+    }, 30_000)
+
     it('gets ECONNREFUSED from a closed kernel port', async () => {
       const socket = stack.net.connect({ host: setup.kernel4, port: 9 })
       const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException]
