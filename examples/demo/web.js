@@ -17,6 +17,9 @@ export default async function web(stack, context) {
     res.setHeader('x-instance', context.name)
     res.end(body)
   })
+  // node:http asks the kernel's net.Server for TCP_NODELAY on each connection;
+  // here the connections come from the instance's stack, so ask for it per socket.
+  server.on('connection', (socket) => socket.setNoDelay(true))
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(settings.httpPort ?? 80, resolve)
