@@ -328,6 +328,77 @@ describe('stack.tls over a memory wire', () => {
     expect(sizer?.smallRecords).toBe(firstFull)
   })
 
+  for (const enabled of [true, false]) {
+    it(`session tickets ${enabled ? 'on: a second connection resumes' : 'off: no resumption'} (TLS 1.3 and 1.2)`, async () => {
+      const [a, b] = await pair(serverDefaults({ sessionTickets: { enabled, rotationSeconds: 3600 } }))
+      const server = a.tls.createServer((socket) => socket.end('x'))
+      await listen(server, 8443)
+      expect(server.getTicketKeys().length).toBe(48)
+      for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+        const first = b.tls.connect({ host: SERVER, port: 8443, servername: 'server.test', maxVersion })
+        let session: Buffer | undefined
+        first.on('session', (s: Buffer) => (session = s))
+        first.resume()
+        await once(first, 'end')
+        const second = b.tls.connect({ host: SERVER, port: 8443, servername: 'server.test', maxVersion, session })
+        expect(await settle(second)).toEqual({ ok: true })
+        expect({ maxVersion, reused: second.isSessionReused() }).toEqual({ maxVersion, reused: enabled })
+        second.destroy()
+      }
+    })
+  }
+
+  it('rotates the ticket keys every rotation period, and stops when the server closes', async () => {
+    const [a] = await pair(serverDefaults({ sessionTickets: { enabled: true, rotationSeconds: 1 } }))
+    const server = a.tls.createServer((socket) => socket.end())
+    await listen(server, 8443)
+    const before = server.getTicketKeys()
+    await new Promise((resolve) => setTimeout(resolve, 1_150))
+    const after = server.getTicketKeys()
+    expect(after.equals(before)).toBe(false)
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    await new Promise((resolve) => setTimeout(resolve, 1_100))
+    expect(server.getTicketKeys().equals(after)).toBe(true)
+  })
+
+  it('returns to one-MSS records after the connection was idle longer than the RTO', async () => {
+    const [a, b] = await pair(serverDefaults())
+    const first = 1024 * 1024
+    const second = 256 * 1024
+    let serverSocket: tls.TLSSocket | null = null
+    const server = a.tls.createServer({ maxVersion: 'TLSv1.2' }, (socket) => {
+      serverSocket = socket
+      socket.write(Buffer.alloc(first, 1))
+    })
+    await listen(server, 8443)
+    const raw = b.net.connect({ host: SERVER, port: 8443 })
+    const records = tapRecords(raw)
+    const client = b.tls.connect({ socket: raw, servername: 'server.test' })
+    let received = 0
+    const phaseOne = new Promise<void>((resolve) => {
+      client.on('data', (d: Buffer) => {
+        received += d.length
+        if (received === first) resolve()
+      })
+    })
+    await phaseOne
+    const recordsBeforeIdle = records.filter((r) => r.type === 23).length
+    const sizer = a.tls.recordSizer(serverSocket!)!
+    expect(sizer.fragment).toBe(16384)
+    // Idle for longer than the RTO (and the floor), then write again.
+    const idleMs = Math.max(raw.tcpRetransmitTimeout, 200) + 150
+    await new Promise((resolve) => setTimeout(resolve, idleMs))
+    serverSocket!.end(Buffer.alloc(second, 2))
+    await once(client, 'end')
+    expect(received).toBe(first + second)
+    const afterIdle = records.filter((r) => r.type === 23).slice(recordsBeforeIdle).map((r) => r.length)
+    const mss = raw.tcpSendMss
+    expect(afterIdle[0]).toBe(mss - 5)
+    expect(afterIdle.slice(0, 10).every((len) => len === mss - 5)).toBe(true)
+    // ...and full records again once the restart allowance has been sent.
+    expect(afterIdle).toContain(16384 + 24)
+  })
+
   it('backpressure reaches through TLS to the TCP window, then the stream completes intact', async () => {
     const [a, b] = await pair(serverDefaults())
     const chunk = randomBytes(64 * 1024)
