@@ -136,8 +136,28 @@ export class Switch {
     return this.classifier.releaseInstance(instance)
   }
 
+  /**
+   * A listener opened in the instance. "Any address" means any address of
+   * that instance: it is registered once per owned address, so two instances
+   * on one port may both listen on any:80 without taking each other's traffic.
+   */
   registerListener(instance: number, ipVersion: 4 | 6, localAddress: string, localPort: number): void {
-    this.classifier.registerListener({ ipVersion, protocol: PROTO_TCP, localAddress, localPort, port: this.instances[instance].port }, instance)
+    for (const address of this.listenerAddresses(instance, ipVersion, localAddress)) {
+      this.classifier.registerListener({ ipVersion, protocol: PROTO_TCP, localAddress: address, localPort, port: this.instances[instance].port }, instance)
+    }
+  }
+
+  releaseListener(instance: number, ipVersion: 4 | 6, localAddress: string, localPort: number): void {
+    for (const address of this.listenerAddresses(instance, ipVersion, localAddress)) {
+      this.classifier.releaseListener({ ipVersion, protocol: PROTO_TCP, localAddress: address, localPort, port: this.instances[instance].port })
+    }
+  }
+
+  private listenerAddresses(instance: number, ipVersion: 4 | 6, localAddress: string): string[] {
+    const canonical = canonicalAddress(localAddress)
+    const owned = [...this.ownedAddresses[instance]].filter((a) => a.includes(':') === (ipVersion === 6))
+    if (canonical === '0.0.0.0' || canonical === '::') return owned
+    return owned.includes(canonical) ? [canonical] : []
   }
 
   /**

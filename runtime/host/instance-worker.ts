@@ -6,7 +6,7 @@
 import * as kernelNet from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { createStack } from '../../stacks/sockets/stack.js'
-import { formatIpAddress } from '../../stacks/wire/address.js'
+import { formatIpAddress, type IpAddress } from '../../stacks/wire/address.js'
 import { channelPort } from './channel-port.js'
 import type { ConnectionReport, CounterFamilies, InstanceTask, RuntimeMessage, WorkerMessage } from './messages.js'
 
@@ -44,15 +44,24 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
   // Listeners are registered with the switch as they open (DESIGN.md §3, 2).
   const layer = stack.shell.tcp.layer
   const listen = layer.listen.bind(layer)
+  const closeListener = layer.closeListener.bind(layer)
+  const announce = (type: 'listen' | 'unlisten', local: IpAddress | null, localPort: number): void => {
+    if (local === null) {
+      post({ type, ipVersion: 4, localAddress: '0.0.0.0', localPort })
+      post({ type, ipVersion: 6, localAddress: '::', localPort })
+    } else {
+      post({ type, ipVersion: local.version === 6 ? 6 : 4, localAddress: formatIpAddress(local), localPort })
+    }
+  }
   layer.listen = (local, localPort, backlog, onConnection) => {
     const listener = listen(local, localPort, backlog, onConnection)
-    if (local === null) {
-      post({ type: 'listen', ipVersion: 4, localAddress: '0.0.0.0', localPort })
-      post({ type: 'listen', ipVersion: 6, localAddress: '::', localPort })
-    } else {
-      post({ type: 'listen', ipVersion: local.version === 6 ? 6 : 4, localAddress: formatIpAddress(local), localPort })
-    }
+    announce('listen', local, localPort)
     return listener
+  }
+  layer.closeListener = (listener) => {
+    const wasOpen = !listener.closed
+    closeListener(listener)
+    if (wasOpen) announce('unlisten', listener.local, listener.port)
   }
 
   // Open connections, batched: the switch releases flows that vanished.

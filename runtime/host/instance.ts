@@ -164,6 +164,9 @@ export class InstanceHost {
       case 'listen':
         sw.registerListener(index, message.ipVersion, message.localAddress, message.localPort)
         break
+      case 'unlisten':
+        sw.releaseListener(index, message.ipVersion, message.localAddress, message.localPort)
+        break
       case 'connections':
         sw.reconcile(index, message.open, this.reportIntervalMs * 4)
         this.options.onStats?.(message.families)

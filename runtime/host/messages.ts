@@ -37,7 +37,7 @@ export type CounterFamilies = Record<string, Record<string, number>>
 export type WorkerMessage =
   | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
   | { type: 'ready' }
-  | { type: 'listen'; ipVersion: 4 | 6; localAddress: string; localPort: number }
+  | { type: 'listen' | 'unlisten'; ipVersion: 4 | 6; localAddress: string; localPort: number }
   | { type: 'connections'; open: ConnectionReport[]; families: CounterFamilies }
 
 export type RuntimeMessage = { type: 'stop' }
