@@ -4,7 +4,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type * as tls from 'node:tls'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createMemoryWire } from '../../nexus/ports/memory.js'
+import { createMemorySwitch, createMemoryWire } from '../../nexus/ports/memory.js'
 import type { StackSocket } from '../../stacks/sockets/net.js'
 import { createStack, type Stack } from '../../stacks/sockets/stack.js'
 import { loadTlsDefaults, type TlsConfigError, type TlsDefaults } from '../../stacks/sockets/tls.js'
@@ -115,6 +115,31 @@ describe('stack.tls over a memory wire', () => {
     expect(client.servername).toBeFalsy()
     expect(client.remoteFamily).toBe('IPv6')
     client.destroy()
+  })
+
+  it('two instances with different certificates on different addresses, same TCP port, one segment: each presents its own', async () => {
+    const segment = createMemorySwitch()
+    const one = await createStack({ port: segment.addPort(), addresses: ['198.51.100.1/24'], dad: false, tls: serverDefaults() })
+    const two = await createStack({ port: segment.addPort(), addresses: ['198.51.100.4/24'], dad: false, tls: { identity: { cert: certs.other.cert, key: certs.other.key } } })
+    const client = await createStack({ port: segment.addPort(), addresses: ['198.51.100.2/24'], dad: false, tls: { ca: [certs.ca.cert] } })
+    cleanups.push(async () => {
+      await client.close()
+      await one.close()
+      await two.close()
+      await segment.close()
+    })
+    await listen(one.tls.createServer((socket) => socket.end('one')), 443, '198.51.100.1')
+    await listen(two.tls.createServer((socket) => socket.end('two')), 443, '198.51.100.4')
+    // Verified by IP SAN (no servername): each certificate names its own address only.
+    for (const [host, cn, greeting] of [['198.51.100.1', 'server.test', 'one'], ['198.51.100.4', 'other.test', 'two']] as const) {
+      const socket = client.tls.connect({ host, port: 443 })
+      expect(await settle(socket)).toEqual({ ok: true })
+      expect(socket.getPeerCertificate().subject.CN).toBe(cn)
+      const chunks: Buffer[] = []
+      socket.on('data', (d: Buffer) => chunks.push(d))
+      await once(socket, 'end')
+      expect(Buffer.concat(chunks).toString()).toBe(greeting)
+    }
   })
 
   it('selects the SNI certificate by server name, the default otherwise', async () => {
