@@ -11,8 +11,8 @@
 // are released when the worker's periodic report no longer lists them or
 // when the instance stops.
 import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
-import { OWNER_DROP, type Classifier, type Decision } from '../classifier/index.js'
-import { Direction, PROTO_TCP, readKey, type FlowKeyFields } from '../classifier/key.js'
+import { OWNER_DROP, SpoofReason, type Classifier, type Decision } from '../classifier/index.js'
+import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
 import type { ConnectionReport } from './host/messages.js'
@@ -170,7 +170,7 @@ export class Switch {
     const cutoff = this.now() - graceMs
     let released = 0
     for (const [text, flow] of this.learned[instance]) {
-      if (openKeys.has(text) || flow.since > cutoff) continue
+      if (flow.fields.protocol !== PROTO_TCP || openKeys.has(text) || flow.since > cutoff) continue
       this.learned[instance].delete(text)
       this.classifier.releaseFlow(flow.fields)
       released++
@@ -315,7 +315,7 @@ export class Switch {
     traffic.txBytes += length
     const tcpFlags = tcpFlagsOf(buf, length)
     if (tcpFlags >= 0 && (tcpFlags & TCP_SYN) !== 0 && (tcpFlags & TCP_RST) === 0) this.learnFlow(i, buf, length)
-    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, i)) {
+    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, i) && !this.learnDatagramFlow(i, buf, length)) {
       this.drops[SwitchDrop.Spoofed]++
       end.release(index)
       return
@@ -422,6 +422,23 @@ export class Switch {
   private flushAll(): void {
     for (const port of this.ports) port.end.flush()
     for (const end of this.instanceEnds) end?.flush()
+  }
+
+  /**
+   * UDP has no handshake: the first datagram of a flow from an owned address
+   * registers it (a connected or sending dgram socket), and the refusal the
+   * check just counted is taken back. Datagram flows stay until the instance
+   * stops. Returns whether the packet may now go.
+   */
+  private learnDatagramFlow(instance: number, buf: Uint8Array, length: number): boolean {
+    const version = buf[0] >>> 4
+    const protocol = version === 4 ? buf[9] : version === 6 && length >= 40 ? buf[6] : -1
+    if (protocol !== PROTO_UDP) return false
+    const spoofedFlow = this.classifier.spoofCounts[SpoofReason.Flow]
+    this.learnFlow(instance, buf, length)
+    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, instance)) return false
+    this.classifier.spoofCounts[SpoofReason.Flow] = spoofedFlow - 1
+    return true
   }
 
   /** A SYN or SYN-ACK from an instance: register its flow (allocates; handshakes only). */

@@ -124,4 +124,22 @@ describe('Switch', () => {
     expect(tcpFlagsOf(later, later.length)).toBe(-1)
     expect(tcpFlagsOf(new Uint8Array(10), 10)).toBe(-1)
   })
+
+  it('registers a UDP flow from its first datagram and routes the answer back', () => {
+    const { sw, wire, client, classifier } = setup()
+    send(client, buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '192.0.2.53', srcPort: 5353, dstPort: 53 }))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(1)
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(0)
+    expect(classifier.spoofCounts[1]).toBe(0)
+    send(wire, buildPacket({ ipVersion: 4, protocol: 17, src: '192.0.2.53', dst: '198.51.100.3', srcPort: 53, dstPort: 5353 }))
+    sw.pass()
+    expect(drain(client)).toHaveLength(1)
+    // A datagram from an address the instance does not own is still refused.
+    send(client, buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.99', dst: '192.0.2.53', srcPort: 5353, dstPort: 53 }))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(0)
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(1)
+    expect(sw.reconcile(1, [], -1)).toBe(0) // datagram flows are not released by the TCP report
+  })
 })
