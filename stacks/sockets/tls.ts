@@ -3,14 +3,14 @@
 // instance's identity and policy (TlsDefaults) as defaults. Node's TLSSocket
 // runs over a StackSocket (wrapped as a stream, not a kernel handle), so
 // verification, ALPN, SNI and error codes are Node's own.
-import { randomBytes } from 'node:crypto'
+import { constants as cryptoConstants, randomBytes } from 'node:crypto'
+import { channel } from 'node:diagnostics_channel'
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type * as http from 'node:http'
 import * as httpsModule from 'node:https'
 import { isIP } from 'node:net'
 import type { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
-import { constants as cryptoConstants } from 'node:crypto'
 import type { StackNet, StackServer, StackSocket } from './net.js'
 import type { TlsDefaults } from './tls-config.js'
 import { attachRecordSizing, type RecordSizer } from './tls-records.js'
@@ -145,6 +145,9 @@ function stackSocketUnder(socket: tls.TLSSocket): StackSocket | null {
 
 // ------------------------------------------------------------ key log
 
+/** Published when the key log file cannot be written: `{ file, error }`. Connections are unaffected. */
+export const keyLogErrorChannel = channel('flowstack:tls:keylog-error')
+
 class KeyLog {
   private stream: WriteStream | null = null
   private readonly listeners = new Set<KeyLogListener>()
@@ -165,7 +168,10 @@ class KeyLog {
       if (this.stream === null) {
         this.stream = createWriteStream(this.file, { flags: 'a', mode: 0o600 })
         // A key log that cannot be written must not take the connection down.
-        this.stream.on('error', () => {})
+        const file = this.file
+        this.stream.on('error', (error) => {
+          if (keyLogErrorChannel.hasSubscribers) keyLogErrorChannel.publish({ file, error })
+        })
       }
       this.stream.write(line)
     }

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createMemorySwitch, createMemoryWire } from '../../nexus/ports/memory.js'
 import type { StackSocket } from '../../stacks/sockets/net.js'
 import { createStack, type Stack } from '../../stacks/sockets/stack.js'
-import { loadTlsDefaults, type TlsConfigError, type TlsDefaults } from '../../stacks/sockets/tls.js'
+import { keyLogErrorChannel, loadTlsDefaults, type TlsConfigError, type TlsDefaults } from '../../stacks/sockets/tls.js'
 import { makeTestCerts, type TestCerts } from '../fixtures/tls/certs.js'
 
 let certs: TestCerts
@@ -304,6 +304,29 @@ describe('stack.tls over a memory wire', () => {
     // Both ends log the same secrets: the file of either decrypts the capture.
     expect(new Set(serverLog)).toEqual(new Set(clientLog))
     expect(lines.map((l) => l.trim())).toEqual(serverLog)
+  })
+
+  it('an unwritable key log file is published on diagnostics_channel, connections unaffected', async () => {
+    const keyLogFile = join(certs.dir, 'no-such-dir', 'keys.log')
+    const [a, b] = await pair(serverDefaults({ keyLogFile }))
+    const published: { file: string; error: NodeJS.ErrnoException }[] = []
+    const onError = (message: unknown): void => {
+      published.push(message as { file: string; error: NodeJS.ErrnoException })
+    }
+    keyLogErrorChannel.subscribe(onError)
+    try {
+      const server = a.tls.createServer((socket) => socket.end('fine'))
+      await listen(server, 8443)
+      const client = b.tls.connect({ host: SERVER, port: 8443 })
+      expect(await settle(client)).toEqual({ ok: true })
+      client.resume()
+      await once(client, 'end')
+      for (let i = 0; i < 50 && published.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(published[0]?.file).toBe(keyLogFile)
+      expect(published[0]?.error.code).toBe('ENOENT')
+    } finally {
+      keyLogErrorChannel.unsubscribe(onError)
+    }
   })
 
   it('sizes records to the connection: one-MSS records first, 16 KiB once the window has grown', async () => {
