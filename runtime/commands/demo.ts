@@ -58,7 +58,12 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     host = await createStack({ port: peer, addresses: ['198.51.100.1/24', '2001:db8::1/64'], dad: false })
     const kernelServer = host.http.createServer((_req, res) => res.end('kernel side of wire0\n'))
     await new Promise<void>((resolve) => kernelServer.listen(8080, () => resolve()))
-    await runtime.whenRunning()
+    const startLimit = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), options.timeoutMs ?? 15000).unref())
+    if ((await Promise.race([runtime.whenRunning().then(() => 'up' as const), startLimit])) === 'late') {
+      out(`${elapsed()} the instances did not start: ${runtime.instances.map((i) => `${i.name} ${i.lastError || 'starting'}`).join('; ')}`)
+      out('demo: FAILED')
+      return 1
+    }
     out(`${elapsed()} instances running; the client starts its requests`)
     // From the wire into an instance, too: the host asks the web instance once.
     const fromWire = await host.fetch('http://198.51.100.2/').then(async (res) => (await res.arrayBuffer()).byteLength)

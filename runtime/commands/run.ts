@@ -35,8 +35,8 @@ export async function runCommand(configPath: string, options: RunOptions = {}): 
     return 1
   }
   stdout.write(`flowstack: ${runtime.instances.length} instance(s), ${loaded.config.ports.length} port(s); control socket ${socketPath}\n`)
-  await runtime.whenRunning()
-  stdout.write('flowstack: running\n')
+  // Signals are handled from here on, even while an instance is still starting (or never does).
+  void runtime.whenRunning().then(() => stdout.write('flowstack: running\n'))
 
   const done = new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
