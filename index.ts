@@ -4,11 +4,26 @@ export * from './common/errors.js'
 
 // A stack in the calling thread, on any port (DESIGN.md §4).
 export { createStack, type CreateStackOptions, type Stack, type StackHttp, type StackStats } from './stacks/sockets/stack.js'
+export { type StackDgram } from './stacks/sockets/stack.js'
+export { UdpSocket, createUdpSocket, type RemoteInfo, type UdpSocketOptions, type UdpSocketType } from './stacks/sockets/udp.js'
+export {
+  loadTlsDefaults,
+  TlsConfigError,
+  keyLogErrorChannel,
+  type TlsDefaults,
+  type StackTls,
+  type StackHttps,
+  type StackTlsConnectOptions,
+  type StackTlsServerOptions,
+} from './stacks/sockets/tls.js'
 export { StackSocket, StackServer, type StackNet, type StackConnectOptions, type StackSocketOptions, type StackServerOptions, type ListenOptions, type SocketAddressInfo } from './stacks/sockets/net.js'
 
 // Ports and middleware (DESIGN.md §2).
 export * from './nexus/ports/index.js'
 export * from './nexus/middleware/index.js'
+
+// The pure stack core, for simulations and tools that drive a stack by hand.
+export { createStackCore, StackCore, type StackCoreOptions, type RouteSpec } from './stacks/core/stack.js'
 
 // Lower layers, for tools and tests that work with packets directly.
 export * as wire from './stacks/wire/index.js'
