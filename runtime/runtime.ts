@@ -36,6 +36,18 @@ export interface RuntimeOptions {
   netns?: string
 }
 
+/**
+ * An instance's MAC on an Ethernet port: the configured one, or a locally
+ * administered unicast address derived from its name and index (stable
+ * across restarts, so peers' neighbour caches stay right).
+ */
+export function instanceMac(configured: string, name: string, index: number): Uint8Array {
+  if (configured !== '') return Uint8Array.from(configured.split(/[:-]/).map((byte) => Number.parseInt(byte, 16)))
+  let hash = 0x811c9dc5
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193) >>> 0
+  return Uint8Array.of(0x02, 0x66, 0x73, (hash >>> 8) & 0xff, hash & 0xff, index & 0xff)
+}
+
 /** Puts the kernel's side of a TUN port on the device (`kernelAddresses` in the config). */
 function addKernelAddresses(device: string, addresses: readonly string[], netns: string | undefined): void {
   for (const address of addresses) {
@@ -80,7 +92,7 @@ export class Runtime {
     this.switch = new Switch(
       this.classifier,
       specs,
-      config.instances.map((inst) => ({ name: inst.name, port: portIndex.get(inst.port) ?? 0, addresses: inst.addresses })),
+      config.instances.map((inst, i) => ({ name: inst.name, port: portIndex.get(inst.port) ?? 0, addresses: inst.addresses, mac: instanceMac(inst.mac, inst.name, i) })),
     )
     this.families = config.instances.map(() => ({}))
     this.instances = config.instances.map((inst, index) => {
@@ -88,7 +100,8 @@ export class Runtime {
       const portInfo: PortInfo = {
         name: inst.name,
         kind: 'memory',
-        linkType: 'ip',
+        linkType: port.info.linkType,
+        ...(port.info.linkType === 'ethernet' ? { mac: instanceMac(inst.mac, inst.name, index) } : {}),
         mtu: port.info.mtu,
         offloads: { vnetHdr: false, tso4: false, tso6: false, checksum: false },
         queues: 1,
@@ -123,8 +136,7 @@ export class Runtime {
         switch (port.kind.case) {
           case 'memory': {
             const memory = port.kind.value
-            if (!memory.ipOnly) throw new FlowstackError('RUNTIME_UNSUPPORTED', `ports[${port.name}]: Ethernet memory ports are not switched yet; set "ipOnly": true`)
-            const [ours, peer] = createMemoryWire({ linkType: 'ip', mtu: port.mtu || undefined, name: port.name })
+            const [ours, peer] = createMemoryWire({ linkType: memory.ipOnly ? 'ip' : 'ethernet', mtu: port.mtu || undefined, name: port.name })
             ports.push(ours)
             peers.set(memory.wire === '' ? port.name : memory.wire, peer)
             break
@@ -135,6 +147,14 @@ export class Runtime {
             const opened = await openTun({ name: tun.device || undefined, netns: options.netns, mtu: port.mtu || undefined, txQueueLen: tun.txqueuelen || 4096, vnetHdr: false })
             ports.push(opened)
             addKernelAddresses(opened.info.name, tun.kernelAddresses, options.netns)
+            break
+          }
+          case 'tap': {
+            const { openTap } = await import('../nexus/ports/tap.js')
+            const tap = port.kind.value
+            const opened = await openTap({ name: tap.device || undefined, netns: options.netns, mtu: port.mtu || undefined, txQueueLen: tap.txqueuelen || 4096, vnetHdr: false })
+            ports.push(opened)
+            addKernelAddresses(opened.info.name, tap.kernelAddresses, options.netns)
             break
           }
           default:

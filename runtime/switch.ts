@@ -58,6 +58,8 @@ export interface SwitchPortSpec {
 
 export interface SwitchInstanceSpec {
   name: string
+  /** The instance's MAC on an Ethernet port. */
+  mac?: Uint8Array
   /** Index of the port the instance is attached to. */
   port: number
   /** Addresses the instance owns, with or without prefix length. */
@@ -79,6 +81,13 @@ export class Switch {
   /** Flows registered per instance from its handshakes, by key text. */
   readonly learned: Map<string, FlowLearned>[]
   private readonly instanceEnds: (ChannelEnd | undefined)[]
+  private readonly linkKinds: LinkKind[]
+  /** Where the IP header starts on each port's frames (Ethernet: after 14 bytes; VLAN-tagged frames are not steered). */
+  private readonly l3Offsets: number[]
+  /** Instance by "port address" (canonical text): neighbour discovery steering. */
+  private readonly addressOwners = new Map<string, number>()
+  /** Instance by MAC (48-bit number): frames between instances on one Ethernet port. */
+  private readonly macOwners = new Map<number, number>()
   private readonly ownedAddresses: Set<string>[]
   private readonly info = new PacketInfo()
   private running = false
@@ -108,11 +117,12 @@ export class Switch {
     this.instanceEnds = instances.map(() => undefined)
     this.learned = instances.map(() => new Map())
     this.ownedAddresses = instances.map((inst) => new Set(inst.addresses.map(canonicalAddress)))
-    for (const port of ports) {
-      if (port.link !== 'ip') {
-        throw new TypeError(`port ${port.name}: the switch handles IP ports (tun, memory ipOnly) only; Ethernet ports need ARP/NDP proxying, not built yet`)
-      }
-    }
+    this.linkKinds = ports.map((port) => (port.link === 'ethernet' ? LinkKind.Ethernet : LinkKind.Ip))
+    this.l3Offsets = ports.map((port) => (port.link === 'ethernet' ? ETHERNET_HEADER : 0))
+    instances.forEach((inst, i) => {
+      if (inst.mac !== undefined) this.macOwners.set(macKey(inst.mac, 0), i)
+      for (const address of this.ownedAddresses[i]) this.addressOwners.set(`${inst.port} ${address}`, i)
+    })
     // A later fragment whose first fragment had not arrived: classify it when it does.
     classifier.onFragmentRelease = (token, decision) => this.routeFromPort(Math.floor(token / 65536), token % 65536, decision, -1)
   }
@@ -255,9 +265,40 @@ export class Switch {
       port.end.release(index)
       return
     }
-    const decision = this.classifier.classifyPacket(buf, off, length - off, LinkKind.Ip, p, Direction.In, p * 65536 + index)
+    if (port.link === 'ethernet') {
+      // ARP requests and IPv6 neighbour solicitations name the address they
+      // ask about in their payload, not in a flow key: steer them by it.
+      const owner = this.neighbourOwner(p, buf, off, length - off)
+      if (owner >= 0) {
+        this.deliver(owner, buf, off, length - off)
+        port.end.release(index)
+        return
+      }
+    }
+    const decision = this.classifier.classifyPacket(buf, off, length - off, this.linkKinds[p], p, Direction.In, p * 65536 + index)
     if (decision.held) return // the buffer stays held until onFragmentRelease
     this.routeFromPort(p, index, decision, length - off)
+  }
+
+  /**
+   * The instance on port `p` that a neighbour-discovery frame is about: the
+   * target of an ARP request or reply (RFC 826) or of an IPv6 neighbour
+   * solicitation, or the destination of a neighbour advertisement (RFC 4861
+   * §4.3, §4.4). -1 for anything else. Allocates only for such frames.
+   */
+  private neighbourOwner(p: number, buf: Uint8Array, off: number, length: number): number {
+    if (length < ETHERNET_HEADER + 28) return -1
+    const ethertype = (buf[off + 12] << 8) | buf[off + 13]
+    const at = off + ETHERNET_HEADER
+    if (ethertype === 0x0806) {
+      const target = ((buf[at + 24] << 24) | (buf[at + 25] << 16) | (buf[at + 26] << 8) | buf[at + 27]) >>> 0
+      return this.addressOwners.get(`${p} ${formatIpAddress({ version: 4, v4: target })}`) ?? -1
+    }
+    if (ethertype !== 0x86dd || length < ETHERNET_HEADER + 40 + 24 || buf[at + 6] !== 58) return -1
+    const type = buf[at + 40]
+    if (type === 135) return this.addressOwners.get(`${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 48, at + 64) })}`) ?? -1
+    if (type === 136) return this.addressOwners.get(`${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 24, at + 40) })}`) ?? -1
+    return -1
   }
 
   /** `length` is the IP packet's length, or -1 for a released held fragment (re-read from its header). */
@@ -265,7 +306,8 @@ export class Switch {
     const port = this.ports[p]
     const buf = port.end.buffer(index)
     const off = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
-    const length = ipLength >= 0 ? ipLength : Math.min(ipPacketLength(buf, off), buf.length - off)
+    const l3 = this.l3Offsets[p]
+    const length = ipLength >= 0 ? ipLength : Math.min(l3 + ipPacketLength(buf, off + l3), buf.length - off)
     if (decision.owner >= 0) {
       if (length > 0) this.deliver(decision.owner, buf, off, length)
     } else if (decision.owner !== OWNER_DROP) {
@@ -313,18 +355,28 @@ export class Switch {
     const traffic = this.instanceTraffic[i]
     traffic.txPackets++
     traffic.txBytes += length
-    const tcpFlags = tcpFlagsOf(buf, length)
+    const portIndex = this.instances[i].port
+    const link = this.linkKinds[portIndex]
+    const l3 = this.l3Offsets[portIndex]
+    const tcpFlags = l3 === 0 || isIpFrame(buf) ? tcpFlagsOf(buf, length, l3) : -1
     if (tcpFlags >= 0 && (tcpFlags & TCP_SYN) !== 0 && (tcpFlags & TCP_RST) === 0) this.learnFlow(i, buf, length)
-    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, i) && !this.learnDatagramFlow(i, buf, length)) {
+    if (!this.classifier.checkOutbound(buf, 0, length, link, i) && !this.learnDatagramFlow(i, buf, length)) {
       this.drops[SwitchDrop.Spoofed]++
       end.release(index)
       return
     }
-    const portIndex = this.instances[i].port
+    if (link === LinkKind.Ethernet) {
+      const neighbour = this.neighbourOwner(portIndex, buf, 0, length)
+      if (neighbour >= 0 && neighbour !== i) {
+        this.deliver(neighbour, buf, 0, length)
+        end.release(index)
+        return
+      }
+    }
     // Hairpin: the packet is classified as if it arrived on the instance's
     // port, so an instance reaches another behind the same port through the
     // same rules and flows as a peer on the wire would.
-    const decision = this.classifier.classifyPacket(buf, 0, length, LinkKind.Ip, portIndex, Direction.In)
+    const decision = this.classifier.classifyPacket(buf, 0, length, link, portIndex, Direction.In)
     // Only a rule drops what an instance sends; the port's default action is
     // for traffic arriving from the wire, so unclaimed traffic leaves on the port.
     // (A held later fragment of our own is not worth the bookkeeping: dropped.)
@@ -332,7 +384,14 @@ export class Switch {
       end.release(index)
       return
     }
-    if (decision.owner >= 0 && decision.owner !== i) this.deliver(decision.owner, buf, 0, length)
+    let owner = decision.owner >= 0 && decision.owner !== i ? decision.owner : -1
+    if (owner < 0 && decision.rule < 0 && link === LinkKind.Ethernet) {
+      // Unclaimed by flows and rules but addressed to another instance's MAC
+      // (ICMP, an answer to its ARP): deliver it there rather than to the wire.
+      const byMac = this.macOwners.get(macKey(buf, 0))
+      if (byMac !== undefined && byMac !== i) owner = byMac
+    }
+    if (owner >= 0) this.deliver(owner, buf, 0, length)
     else this.transmit(portIndex, buf, length)
     end.release(index)
   }
@@ -408,6 +467,10 @@ export class Switch {
   /** Sends a packet made by the switch for `fromInstance` (no anti-spoofing: we wrote it). */
   private forward(fromInstance: number, packet: Uint8Array, length: number): boolean {
     const portIndex = this.instances[fromInstance].port
+    // Segments made here are bare IP; on an Ethernet port they would need the
+    // peer's MAC, which the switch does not keep: there the restarted
+    // instance's stack answers the peer's next segment with an RST instead.
+    if (this.linkKinds[portIndex] !== LinkKind.Ip) return false
     const decision = this.classifier.classifyPacket(packet, 0, length, LinkKind.Ip, portIndex, Direction.In)
     if (decision.held || (decision.owner === OWNER_DROP && decision.rule >= 0)) return false
     if (decision.owner >= 0 && decision.owner !== fromInstance) {
@@ -431,19 +494,23 @@ export class Switch {
    * stops. Returns whether the packet may now go.
    */
   private learnDatagramFlow(instance: number, buf: Uint8Array, length: number): boolean {
-    const version = buf[0] >>> 4
-    const protocol = version === 4 ? buf[9] : version === 6 && length >= 40 ? buf[6] : -1
+    const port = this.instances[instance].port
+    const l3 = this.l3Offsets[port]
+    if (l3 !== 0 && !isIpFrame(buf)) return false
+    const version = buf[l3] >>> 4
+    const protocol = version === 4 ? buf[l3 + 9] : version === 6 && length >= l3 + 40 ? buf[l3 + 6] : -1
     if (protocol !== PROTO_UDP) return false
     const spoofedFlow = this.classifier.spoofCounts[SpoofReason.Flow]
     this.learnFlow(instance, buf, length)
-    if (!this.classifier.checkOutbound(buf, 0, length, LinkKind.Ip, instance)) return false
+    if (!this.classifier.checkOutbound(buf, 0, length, this.linkKinds[port], instance)) return false
     this.classifier.spoofCounts[SpoofReason.Flow] = spoofedFlow - 1
     return true
   }
 
   /** A SYN or SYN-ACK from an instance: register its flow (allocates; handshakes only). */
   private learnFlow(instance: number, buf: Uint8Array, length: number): void {
-    if (extractFlowKey(buf, 0, length, LinkKind.Ip, this.instances[instance].port, Direction.Out, this.info) !== ParseStatus.Ok) return
+    const port = this.instances[instance].port
+    if (extractFlowKey(buf, 0, length, this.linkKinds[port], port, Direction.Out, this.info) !== ParseStatus.Ok) return
     const fields = readKey(this.info.key)
     if (!this.ownedAddresses[instance].has(fields.localAddress)) return // anti-spoofing will refuse it
     const text = flowText(fields.ipVersion, fields.localAddress, fields.localPort, fields.remoteAddress, fields.remotePort)
@@ -462,22 +529,22 @@ export function flowText(ipVersion: number, localAddress: string, localPort: num
 }
 
 /** TCP flags of a bare IPv4/IPv6 packet, or -1 when it is not a first-fragment TCP segment. */
-export function tcpFlagsOf(buf: Uint8Array, length: number): number {
-  if (length < 20) return -1
-  const version = buf[0] >>> 4
-  let tcp: number
-  if (version === 4) {
-    if (buf[9] !== PROTO_TCP) return -1
-    if (((buf[6] & 0x1f) | buf[7]) !== 0) return -1 // a later fragment
-    tcp = (buf[0] & 0x0f) * 4
-  } else if (version === 6) {
-    if (length < 40 || buf[6] !== PROTO_TCP) return -1
-    tcp = 40
-  } else {
-    return -1
-  }
-  if (tcp + 14 > length) return -1
-  return buf[tcp + 13]
+export function tcpFlagsOf(buf: Uint8Array, length: number, l3 = 0): number {
+  const tcp = tcpOffset(buf, l3, length - l3)
+  return tcp < 0 ? -1 : buf[tcp + 13]
+}
+
+const ETHERNET_HEADER = 14
+
+/** An untagged Ethernet frame carrying IPv4 or IPv6. */
+function isIpFrame(buf: Uint8Array): boolean {
+  const ethertype = (buf[12] << 8) | buf[13]
+  return ethertype === 0x0800 || ethertype === 0x86dd
+}
+
+/** The destination MAC at `off` as a 48-bit number (exact in a double). */
+function macKey(buf: Uint8Array, off: number): number {
+  return (buf[off] * 2 ** 40) + (buf[off + 1] * 2 ** 32) + (((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) >>> 0)
 }
 
 /** Total length from the IP header (bare packet at `off`), or 0. */
