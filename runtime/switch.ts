@@ -5,6 +5,14 @@
 // anti-spoofing first. Decisions are counted by the classifier; what the
 // switch itself drops is counted here by reason.
 //
+// It runs in the runtime's main thread for now (DESIGN.md §2 puts it in its
+// own worker; native ports' doorbells are delivered to the main thread, so
+// moving it means forwarding those wake-ups).
+//
+// On Ethernet ports, ARP and neighbour solicitations/advertisements are
+// steered by the address they are about, and unclaimed frames between
+// instances by destination MAC.
+//
 // Flow registration: an instance's TCP SYN (connect) and SYN-ACK (accept)
 // register its flow before the anti-spoofing check, from an address the
 // instance owns only; listeners arrive from the instance worker, and flows
