@@ -124,7 +124,13 @@ export class Runtime {
       })
     })
     this.switch.onInstanceFault = (index, reason) => this.instances[index].fail(reason)
+    // Flows created by decisions (not registered by an instance) go when idle.
+    const idleMs = (config.classifier?.flowIdleSeconds || 300) * 1000
+    this.idleSweep = setInterval(() => this.classifier.expireIdleFlows(idleMs), Math.min(idleMs, 1000))
+    this.idleSweep.unref()
   }
+
+  private readonly idleSweep: NodeJS.Timeout
 
   /** Opens every port, then starts the switch and the instances. Config errors throw before anything opens. */
   static async start(source: string | LoadedConfig, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -258,6 +264,7 @@ export class Runtime {
   /** Drains and stops the instances, then the switch, then the ports. */
   async stop(): Promise<void> {
     if (this.stopped) return
+    clearInterval(this.idleSweep)
     await Promise.all(this.instances.map((host) => host.stop()))
     await this.switch.stop()
     this.stopped = true
