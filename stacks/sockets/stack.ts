@@ -88,14 +88,10 @@ function createStackHttp(net: StackNet): StackHttp {
     constructor(options?: http.AgentOptions) {
       super({ keepAlive: true, ...options })
     }
-    override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, socket: Duplex) => void): Duplex {
-      const socket = net.connect({ host: options.host ?? 'localhost', port: Number(options.port ?? 80), localAddress: options.localAddress })
-      if (callback) {
-        socket.once('connect', () => callback(null, socket))
-        socket.once('error', (err: Error) => callback(err, socket))
-        return undefined as unknown as Duplex
-      }
-      return socket
+    // Returns the socket synchronously, as net.createConnection does, so a
+    // request destroyed while connecting destroys its socket at once.
+    override createConnection(options: http.ClientRequestArgs): Duplex {
+      return net.connect({ host: options.host ?? 'localhost', port: Number(options.port ?? 80), localAddress: options.localAddress })
     }
   }
   const globalAgent = new StackAgent()
@@ -115,7 +111,13 @@ function createStackHttp(net: StackNet): StackHttp {
       const server = (http.createServer as (...a: unknown[]) => http.Server)(...args)
       // node:http's Server is a net.Server; feed it this stack's connections
       // instead of a kernel listener.
-      const stackServer = net.createServer((socket: StackSocket) => server.emit('connection', socket))
+      // node:http servers default to TCP_NODELAY (http.Server's noDelay
+      // option), applied by net.Server when it accepts; ours accepts instead.
+      const httpOptions = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as http.ServerOptions
+      const stackServer = net.createServer(
+        { noDelay: httpOptions.noDelay ?? true, keepAlive: httpOptions.keepAlive, keepAliveInitialDelay: httpOptions.keepAliveInitialDelay },
+        (socket: StackSocket) => server.emit('connection', socket),
+      )
       const listen = (...listenArgs: unknown[]): http.Server => {
         stackServer.once('listening', () => server.emit('listening'))
         stackServer.on('error', (err) => server.emit('error', err))
