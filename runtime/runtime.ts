@@ -1,6 +1,7 @@
 // The runtime (DESIGN.md §2, §4): opens the configured ports, builds the
 // classifier and the switch, hosts one instance per configured app, and
 // answers the control requests (stat, flows, reload).
+import { loadTlsDefaults, type TlsConfigLike } from '../stacks/sockets/tls-config.js'
 import { execFileSync } from 'node:child_process'
 import { create } from '@bufbuild/protobuf'
 import {
@@ -110,6 +111,8 @@ export class Runtime {
         index,
         config: inst,
         appPath: loaded.appPaths.get(inst.name) ?? '',
+        // Certificates and keys are read here, once, and handed to the worker as PEM text.
+        ...(inst.tls !== undefined ? { tls: loadTlsDefaults(inst.tls as TlsConfigLike, loaded.baseDir, { path: `instances[${index}].tls` }) } : {}),
         portInfo,
         sw: this.switch,
         log: this.log,

@@ -21,7 +21,7 @@ export interface AppContext {
 export default async function hostInstance(task: InstanceTask): Promise<{ stopped: true }> {
   const post = (message: WorkerMessage): void => task.control.postMessage(message)
   const port = channelPort(task.channel, task.portInfo)
-  const stack = await createStack({ port, addresses: task.addresses, routes: task.routes, tcp: task.tcp, dad: false })
+  const stack = await createStack({ port, addresses: task.addresses, routes: task.routes, tcp: task.tcp, tls: task.tls, dad: false })
 
   // Per-socket kernel fallback (DESIGN.md §5): a loopback destination is not
   // reachable through the instance's port, so the kernel serves it, behind

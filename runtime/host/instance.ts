@@ -15,11 +15,14 @@ import type { RouteSpec } from '../../stacks/core/stack.js'
 import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
 import type { Switch } from '../switch.js'
 import type { CounterFamilies, InstanceTask, WorkerMessage } from './messages.js'
+import type { TlsDefaults } from '../../stacks/sockets/tls-config.js'
 
 export interface InstanceHostOptions {
   index: number
   config: Instance
   appPath: string
+  /** Loaded from the instance's `tls` section by the runtime. */
+  tls?: TlsDefaults
   portInfo: PortInfo
   sw: Switch
   log: (instance: string, level: 'info' | 'warn' | 'error', message: string) => void
@@ -138,6 +141,7 @@ export class InstanceHost {
       addresses: [...config.addresses],
       routes: routes(config),
       tcp: tcpOptions(config),
+      ...(this.options.tls !== undefined ? { tls: this.options.tls } : {}),
       appPath: this.options.appPath,
       config: toJson(InstanceSchema, config),
       control: port2,

@@ -3,6 +3,7 @@
 import type { PortInfo } from '../../nexus/ports/port.js'
 import type { RouteSpec } from '../../stacks/core/stack.js'
 import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
+import type { TlsDefaults } from '../../stacks/sockets/tls-config.js'
 import type { MessagePort } from 'node:worker_threads'
 
 /** What the runtime hands to the piscina task that hosts one instance. */
@@ -13,6 +14,8 @@ export interface InstanceTask {
   addresses: string[]
   routes: RouteSpec[]
   tcp: StackTcpOptions
+  /** The instance's TLS identity and policy (files already read), when it has a `tls` section. */
+  tls?: TlsDefaults
   /** Absolute path of the app module, or '' for an instance without an app. */
   appPath: string
   /** The instance's config as JSON (context.config). */
