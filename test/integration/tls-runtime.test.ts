@@ -72,7 +72,28 @@ function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
+// A setup failure (no root: no namespace, no TUN) is rethrown by every test,
+// so each one is reported FAILED with the reason rather than skipped.
+let setupError: unknown
+function ready(): void {
+  if (setupError !== undefined) throw setupError
+}
+
 beforeAll(async () => {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('setup (namespace, certificates, runtime start) took over 25 s')), 25_000)
+  })
+  try {
+    await Promise.race([setUp(), deadline])
+  } catch (err) {
+    setupError = err
+  } finally {
+    clearTimeout(timer)
+  }
+}, 30_000)
+
+async function setUp(): Promise<void> {
   cleanupNamespaces('fs-tlsrt-')
   ns = createNamespace('tlsrt')
   certs = makeTestCerts()
@@ -105,7 +126,7 @@ beforeAll(async () => {
   )
   runtime = await Runtime.start(loaded, { netns: ns, log: () => {} })
   await runtime.whenRunning()
-}, 30_000)
+}
 
 afterAll(async () => {
   await runtime?.stop()
@@ -133,6 +154,7 @@ const families = [
 describe('two TLS instances behind one TUN port (runtime)', () => {
   for (const { family, target, address } of families) {
     it(`openssl s_client over ${family}: each address presents its own instance's chain, verified against the root`, async () => {
+      ready()
       for (const site of [ALPHA, BETA]) {
         const request = `GET / HTTP/1.1\r\nHost: ${site.serverName}\r\nConnection: close\r\n\r\n`
         const r = await runIn(ns, ['openssl', 's_client', '-connect', target(site), '-servername', site.serverName, '-CAfile', certs!.ca.certFile,
@@ -158,6 +180,7 @@ describe('two TLS instances behind one TUN port (runtime)', () => {
   }
 
   it('each instance presents only its own certificate: asking alpha for beta.test is a host name mismatch', async () => {
+    ready()
     for (const { target } of families) {
       const r = await runIn(ns, ['openssl', 's_client', '-connect', target(ALPHA), '-servername', BETA.serverName, '-CAfile', certs!.ca.certFile,
         '-verify_hostname', BETA.serverName], 20_000)
@@ -170,6 +193,7 @@ describe('two TLS instances behind one TUN port (runtime)', () => {
 
   for (const { family, bracketed } of families) {
     it(`curl --cacert over ${family}: each instance's body, whole and matching`, async () => {
+      ready()
       for (const site of [ALPHA, BETA]) {
         const headerFile = join(certs!.dir, `${site.instance}-${family}.headers`)
         const r = await runIn(ns, ['curl', '-sS', '--max-time', '10', '--cacert', certs!.ca.certFile, '--resolve', `${site.serverName}:443:${bracketed(site)}`,
@@ -187,6 +211,12 @@ describe('two TLS instances behind one TUN port (runtime)', () => {
         expect(flows.some((f) => f.owner === site.instance && f.key?.localAddress === (family === 'IPv4' ? site.ipv4 : site.ipv6) && f.key.localPort === 443)).toBe(true)
       }
       expect(runtime!.instances.map((i) => i.restarts)).toEqual([0, 0])
+      // One port carried both: every packet an instance received came in through it.
+      const stat = runtime!.stat()
+      expect(stat.ports.length).toBe(1)
+      const received = stat.instances.map((i) => Number(i.rxPackets))
+      for (const packets of received) expect(packets).toBeGreaterThan(0)
+      expect(Number(stat.ports[0]!.rxPackets)).toBeGreaterThanOrEqual(received[0]! + received[1]!)
     }, 60_000)
   }
 })
