@@ -8,6 +8,12 @@
  *   tun-write  NAME SECONDS VNET TAP HEX       write() loop of one packet
  *   pkt-read   IFNAME SECONDS                  TPACKET_V3 ring reader
  *   pkt-write  IFNAME SECONDS HEX              AF_PACKET sendmmsg loop (64 per call)
+ *   tun-relay  NAME_A NETNS_B NAME_B SECONDS   relay between two existing vnet_hdr TUNs,
+ *                                              (B attached after setns into the netns file
+ *                                              NETNS_B), forwarding the read buffer itself;
+ *                                              prints "PAYLOAD_BYTES ACTIVE_SECONDS": TCP
+ *                                              payload read from A, and the time from its
+ *                                              first to its last payload-carrying read
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -18,6 +24,7 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +206,54 @@ static int pkt_write(char **argv) {
   return 0;
 }
 
+/* TCP payload bytes of one vnet_hdr read (12-byte header, then IPv4/IPv6). */
+static long tcp_payload(const uint8_t *p, ssize_t n) {
+  const uint8_t *ip = p + 12;
+  ssize_t len = n - 12;
+  size_t l3;
+  if (len >= 20 && (ip[0] >> 4) == 4 && ip[9] == 6) l3 = (size_t)(ip[0] & 15) * 4;
+  else if (len >= 40 && (ip[0] >> 4) == 6 && ip[6] == 6) l3 = 40;
+  else return 0;
+  if ((ssize_t)(l3 + 20) > len) return 0;
+  size_t l4 = (size_t)(ip[l3 + 12] >> 4) * 4;
+  return len > (ssize_t)(l3 + l4) ? (long)(len - l3 - l4) : 0;
+}
+
+static int tun_relay(char **argv) {
+  int a = open_tun(argv[0], 1, 0);
+  int ns = open(argv[1], O_RDONLY);
+  if (ns < 0 || setns(ns, CLONE_NEWNET) < 0) die("setns");
+  int b = open_tun(argv[2], 1, 0);
+  static uint8_t buf[70000];
+  double end = now() + atof(argv[3]), first = 0, last = 0;
+  long long payload = 0;
+  struct pollfd pfd[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+  while (now() < end) {
+    int moved = 0;
+    for (int k = 0; k < BATCH; k++) {
+      ssize_t n = read(a, buf, sizeof(buf));
+      if (n <= 0) break;
+      moved++;
+      long bytes = tcp_payload(buf, n);
+      if (bytes > 0) {
+        last = now();
+        if (first == 0) first = last;
+        payload += bytes;
+      }
+      if (write(b, buf, n) < 0 && errno != EAGAIN) die("write B");
+    }
+    for (int k = 0; k < BATCH; k++) {
+      ssize_t n = read(b, buf, sizeof(buf));
+      if (n <= 0) break;
+      moved++;
+      if (write(a, buf, n) < 0 && errno != EAGAIN) die("write A");
+    }
+    if (!moved) poll(pfd, 2, 10);
+  }
+  printf("%lld %.6f\n", payload, last - first);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "flood-udp") && argc >= 6) return flood_udp(argv + 2);
@@ -206,6 +261,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "tun-write") && argc >= 7) return tun_write(argv + 2);
   if (!strcmp(argv[1], "pkt-read") && argc >= 4) return pkt_read(argv + 2);
   if (!strcmp(argv[1], "pkt-write") && argc >= 5) return pkt_write(argv + 2);
+  if (!strcmp(argv[1], "tun-relay") && argc >= 6) return tun_relay(argv + 2);
   fprintf(stderr, "usage: see the comment at the top of nexus_loop.c\n");
   return 2;
 }

@@ -1,0 +1,230 @@
+// TCP payload kernel -> JavaScript through vnet_hdr TUNs (issue 3's 10 Gbit/s
+// target), next to a plain C relay on the same devices and the kernel's own
+// TCP over a veth pair, all in the same run.
+//
+// Setup: iperf3 client in namespace A sends to a server in namespace B; A
+// routes B's prefix into TUN fsbta (vnet_hdr + TSO, so reads are up to 64 KiB
+// super-packets), B routes A's prefix into TUN fsbtb. A relay reads A's
+// super-packets and writes them to B (and B's ACKs back to A), so a kernel
+// receiver ACKs and no second TCP implementation limits the sender's window.
+// The relay is first the C loop (bench/c/nexus_loop.c tun-relay: read, write
+// the same buffer), then the nexus with a JS pump (read descriptor, copy into
+// the other channel's buffer, send).
+//
+// The figure is TCP payload bytes (IP and TCP headers excluded) counted by the
+// reader from the super-packets it read from A, divided by the time from the
+// first to the last payload-carrying read. iperf3's receiver figure is
+// reported too, as a cross-check.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { ChannelEnd } from '../nexus/channel/index.js'
+import { VIRTIO_HDR } from '../nexus/ports/native.js'
+import { openTun } from '../nexus/ports/tun.js'
+import type { BenchOptions, BenchResult } from './types.js'
+
+const PREFIX = 'fs-ntcp-'
+
+function sh(cmd: string, ...args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 })
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'bench', 'c', 'nexus_loop.c'))) return dir
+    dir = dirname(dir)
+  }
+  throw new Error('cannot find bench/c/nexus_loop.c')
+}
+
+interface Proc {
+  child: ChildProcess
+  done: Promise<string>
+  printed(text: string): Promise<void>
+}
+
+function run(ns: string, cmd: string[], timeoutMs = 30_000): Proc {
+  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const waiters: (() => void)[] = []
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+    for (const w of waiters) w()
+  })
+  child.stderr!.on('data', () => {})
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const done = new Promise<string>((resolve) =>
+    child.on('close', () => {
+      clearTimeout(timer)
+      resolve(out)
+    }),
+  )
+  return {
+    child,
+    done,
+    printed: (text) =>
+      new Promise((resolve, reject) => {
+        if (out.includes(text)) return resolve()
+        const t = setTimeout(() => reject(new Error(`no "${text}" from ${cmd[0]}`)), 10_000)
+        waiters.push(() => {
+          if (out.includes(text)) {
+            clearTimeout(t)
+            resolve()
+          }
+        })
+      }),
+  }
+}
+
+function createNs(tag: string): string {
+  const ns = `${PREFIX}${tag}`
+  try {
+    sh('ip', 'netns', 'del', ns)
+  } catch {
+    // not there
+  }
+  sh('ip', 'netns', 'add', ns)
+  sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+  return ns
+}
+
+/** TCP payload bytes of one vnet_hdr packet (12-byte header, then IPv4 or IPv6); 0 for anything else. */
+export function tcpPayloadBytes(bytes: Uint8Array, length: number): number {
+  const ip = VIRTIO_HDR
+  const version = bytes[ip] >> 4
+  let l3: number
+  if (version === 4 && length >= ip + 20 && bytes[ip + 9] === 6) l3 = (bytes[ip] & 15) * 4
+  else if (version === 6 && length >= ip + 40 && bytes[ip + 6] === 6) l3 = 40
+  else return 0
+  if (ip + l3 + 20 > length) return 0
+  const l4 = (bytes[ip + l3 + 12] >> 4) * 4
+  const payload = length - ip - l3 - l4
+  return payload > 0 ? payload : 0
+}
+
+const gbps = (bytes: number, seconds: number): number => (seconds > 0 ? (bytes * 8) / seconds / 1e9 : 0)
+const round2 = (x: number): number => Number(x.toFixed(2))
+
+export default async function runBench(opts: BenchOptions): Promise<BenchResult[]> {
+  const tcpSeconds = opts.quick ? 1 : 3
+  const results: BenchResult[] = []
+  const dir = mkdtempSync(join(tmpdir(), 'flowstack-ntcp-'))
+  const loop = join(dir, 'nexus_loop')
+  sh('cc', '-O2', '-o', loop, join(packageRoot(), 'bench', 'c', 'nexus_loop.c'))
+  for (const name of sh('ip', 'netns', 'list').split('\n').map((l) => l.split(' ')[0])) {
+    if (name.startsWith(PREFIX)) sh('ip', 'netns', 'del', name)
+  }
+  const nsA = createNs('a')
+  const nsB = createNs('b')
+  try {
+    // Kernel TCP over a veth pair: the kernel's own figure on this machine.
+    sh('ip', '-n', nsA, 'link', 'add', 'fsnva', 'type', 'veth', 'peer', 'name', 'fsnvb', 'netns', nsB)
+    sh('ip', '-n', nsA, 'addr', 'add', '192.0.2.1/24', 'dev', 'fsnva')
+    sh('ip', '-n', nsB, 'addr', 'add', '192.0.2.2/24', 'dev', 'fsnvb')
+    sh('ip', '-n', nsA, 'link', 'set', 'fsnva', 'up')
+    sh('ip', '-n', nsB, 'link', 'set', 'fsnvb', 'up')
+    // Persistent vnet_hdr TUNs that the C relay and the nexus attach to in turn.
+    sh('ip', '-n', nsA, 'tuntap', 'add', 'dev', 'fsnta', 'mode', 'tun', 'vnet_hdr')
+    sh('ip', '-n', nsB, 'tuntap', 'add', 'dev', 'fsntb', 'mode', 'tun', 'vnet_hdr')
+    sh('ip', '-n', nsA, 'link', 'set', 'fsnta', 'txqueuelen', '1000', 'up')
+    sh('ip', '-n', nsB, 'link', 'set', 'fsntb', 'txqueuelen', '1000', 'up')
+    sh('ip', '-n', nsA, 'addr', 'add', '198.51.100.1/24', 'dev', 'fsnta')
+    sh('ip', '-n', nsA, 'route', 'add', '203.0.113.0/24', 'dev', 'fsnta')
+    sh('ip', '-n', nsB, 'addr', 'add', '203.0.113.1/24', 'dev', 'fsntb')
+    sh('ip', '-n', nsB, 'route', 'add', '198.51.100.0/24', 'dev', 'fsntb')
+
+    const iperf = async (server: string): Promise<number> => {
+      const s = run(nsB, ['iperf3', '-s', '-1', '--forceflush', '-B', server])
+      await s.printed('listening')
+      const c = run(nsA, ['iperf3', '-c', server, '-t', String(tcpSeconds), '-J'], (tcpSeconds + 20) * 1000)
+      const json = await c.done
+      s.child.kill('SIGKILL')
+      const parsed = JSON.parse(json) as { end?: { sum_received?: { bits_per_second?: number } } }
+      return (parsed.end?.sum_received?.bits_per_second ?? 0) / 1e9
+    }
+
+    const kernelGbps = await iperf('192.0.2.2')
+
+    // C relay on the same TUNs.
+    const relayC = run(nsA, [loop, 'tun-relay', 'fsnta', `/var/run/netns/${nsB}`, 'fsntb', String(tcpSeconds + 1.5)], (tcpSeconds + 20) * 1000)
+    await new Promise((r) => setTimeout(r, 100))
+    const cIperfGbps = await iperf('203.0.113.1')
+    const [cPayload, cActive] = (await relayC.done).trim().split(/\s+/).map(Number)
+    const cGbps = gbps(cPayload, cActive)
+
+    // The nexus with a JS pump.
+    const portA = await openTun({ name: 'fsnta', attach: true, netns: nsA, vnetHdr: true })
+    const portB = await openTun({ name: 'fsntb', attach: true, netns: nsB, vnetHdr: true })
+    let jsPayload = 0
+    let first = 0
+    let last = 0
+    let running = true
+    try {
+      const a = portA.queues[0]
+      const b = portB.queues[0]
+      const forward = (from: ChannelEnd, to: ChannelEnd, count: boolean): number => {
+        let batchPayload = 0
+        const moved = from.receive(256, (index, length, flags) => {
+          const bytes = from.buffer(index)
+          if (count) batchPayload += tcpPayloadBytes(bytes, length)
+          let out = to.alloc()
+          if (out < 0) {
+            to.reclaim()
+            out = to.alloc()
+          }
+          if (out >= 0) {
+            to.buffer(out).set(length === bytes.length ? bytes : bytes.subarray(0, length))
+            if (!to.send(out, length, flags)) to.free(out)
+          }
+          from.release(index)
+        })
+        to.flush()
+        from.flush()
+        if (batchPayload > 0) {
+          last = performance.now()
+          if (first === 0) first = last
+          jsPayload += batchPayload
+        }
+        return moved
+      }
+      const rxBefore = portA.counters()
+      const wakeBefore = portA.errorCounters().wakeups
+      const pump = (async () => {
+        while (running) {
+          if (forward(a, b, true) + forward(b, a, false) === 0) await Promise.race([a.waitForWork(10), b.waitForWork(10)])
+        }
+      })()
+      const jsIperfGbps = await iperf('203.0.113.1')
+      running = false
+      await pump
+      const rxAfter = portA.counters()
+      const wakeAfter = portA.errorCounters().wakeups
+      const jsGbps = gbps(jsPayload, (last - first) / 1000)
+      const reads = rxAfter.rxPackets - rxBefore.rxPackets
+      const wakeups = wakeAfter - wakeBefore
+      const doorbells = rxAfter.doorbells - rxBefore.doorbells
+      results.push({ name: 'TCP payload kernel -> JS (tun vnet_hdr, relay)', value: round2(jsGbps), unit: 'Gbit/s', baseline: 'C relay loop, same TUNs, payload read', baselineValue: round2(cGbps), higherIsBetter: true })
+      results.push({ name: 'TCP via nexus+JS relay, iperf3 receiver', value: round2(jsIperfGbps), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: round2(kernelGbps), higherIsBetter: true })
+      results.push({ name: 'TCP via C relay, iperf3 receiver', value: round2(cIperfGbps), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: round2(kernelGbps), higherIsBetter: true })
+      results.push({ name: 'TCP payload per nexus read (tun vnet_hdr)', value: reads > 0 ? Math.round(jsPayload / reads) : 0, unit: 'bytes', baseline: 'per C relay read: n/a, 64 KiB max', baselineValue: 65536, higherIsBetter: true })
+      results.push({ name: 'nexus reads per doorbell (tun vnet_hdr)', value: doorbells > 0 ? round2(reads / doorbells) : reads, unit: 'reads', baseline: 'reads per I/O-thread wakeup', baselineValue: wakeups > 0 ? round2(reads / wakeups) : reads, higherIsBetter: true })
+    } finally {
+      running = false
+      await portA.close()
+      await portB.close()
+    }
+  } finally {
+    for (const ns of [nsA, nsB]) {
+      try {
+        sh('ip', 'netns', 'del', ns)
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(dir, { recursive: true, force: true })
+  }
+  return results
+}
