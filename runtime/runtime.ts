@@ -26,6 +26,7 @@ import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js'
 import { InstanceHost } from './host/instance.js'
 import type { CounterFamilies } from './host/messages.js'
 import { Switch, SWITCH_DROP_NAMES, type SwitchPortSpec } from './switch.js'
+import { HostTapFallback } from './host-tap.js'
 
 export type RuntimeLog = (source: string, level: 'info' | 'warn' | 'error', message: string) => void
 
@@ -42,7 +43,8 @@ export interface RuntimeOptions {
  * administered unicast address derived from its name and index (stable
  * across restarts, so peers' neighbour caches stay right).
  */
-export function instanceMac(configured: string, name: string, index: number): Uint8Array {
+export function instanceMac(configured: string, name: string, index: number, sharedMac?: Uint8Array): Uint8Array {
+  if (configured === '' && sharedMac !== undefined) return sharedMac
   if (configured !== '') return Uint8Array.from(configured.split(/[:-]/).map((byte) => Number.parseInt(byte, 16)))
   let hash = 0x811c9dc5
   for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193) >>> 0
@@ -71,15 +73,18 @@ export class Runtime {
   /** The far end of each memory port's wire, by wire name: where a test or the demo plugs a peer. */
   readonly memoryPeers = new Map<string, MemoryPort>()
   private readonly ports: NexusPort[]
+  /** Per port: its host TAP (kernel fallback per packet), if it has one. */
+  private readonly hosts: (HostTapFallback | undefined)[]
   private readonly startedAt = Date.now()
   private readonly families: CounterFamilies[]
   private loaded: LoadedConfig
   private stopped = false
   private readonly log: RuntimeLog
 
-  private constructor(loaded: LoadedConfig, ports: NexusPort[], options: RuntimeOptions) {
+  private constructor(loaded: LoadedConfig, ports: NexusPort[], hosts: (HostTapFallback | undefined)[], options: RuntimeOptions) {
     this.loaded = loaded
     this.ports = ports
+    this.hosts = hosts
     this.log = options.log ?? ((source, level, message) => console.error(`[${source}] ${level}: ${message}`))
     const config = loaded.config
     this.classifier = classifierFromConfig(config)
@@ -88,12 +93,22 @@ export class Runtime {
       end: port.queues[0],
       link: port.info.linkType,
       vnetHdr: port.info.offloads.vnetHdr,
+      ...(hosts[i] !== undefined ? { host: { end: hosts[i].port.queues[0], mac: hosts[i].mac, addresses: hosts[i].addresses } } : {}),
     }))
     const portIndex = new Map(config.ports.map((p, i) => [p.name, i]))
+    // An instance on an address it shares with the kernel (a host TAP's) takes
+    // the kernel's MAC too, unless configured: a peer's neighbour cache holds
+    // one MAC per address, and the classifier sorts kernel from instance.
+    const macs = config.instances.map((inst, i) => {
+      const host = hosts[portIndex.get(inst.port) ?? 0]
+      const hostAddresses = new Set((host?.addresses ?? []).map(addressOnly))
+      const shares = inst.addresses.some((a) => hostAddresses.has(addressOnly(a)))
+      return instanceMac(inst.mac, inst.name, i, shares ? host?.mac : undefined)
+    })
     this.switch = new Switch(
       this.classifier,
       specs,
-      config.instances.map((inst, i) => ({ name: inst.name, port: portIndex.get(inst.port) ?? 0, addresses: inst.addresses, mac: instanceMac(inst.mac, inst.name, i) })),
+      config.instances.map((inst, i) => ({ name: inst.name, port: portIndex.get(inst.port) ?? 0, addresses: inst.addresses, mac: macs[i] })),
     )
     this.families = config.instances.map(() => ({}))
     this.instances = config.instances.map((inst, index) => {
@@ -102,7 +117,7 @@ export class Runtime {
         name: inst.name,
         kind: 'memory',
         linkType: port.info.linkType,
-        ...(port.info.linkType === 'ethernet' ? { mac: instanceMac(inst.mac, inst.name, index) } : {}),
+        ...(port.info.linkType === 'ethernet' ? { mac: macs[index] } : {}),
         mtu: port.info.mtu,
         offloads: { vnetHdr: false, tso4: false, tso6: false, checksum: false },
         queues: 1,
@@ -139,6 +154,7 @@ export class Runtime {
   static async start(source: string | LoadedConfig, options: RuntimeOptions = {}): Promise<Runtime> {
     const loaded = typeof source === 'string' ? await loadConfig(source) : source
     const ports: NexusPort[] = []
+    const hosts: (HostTapFallback | undefined)[] = []
     const peers = new Map<string, MemoryPort>()
     try {
       for (const port of loaded.config.ports) {
@@ -166,16 +182,42 @@ export class Runtime {
             addKernelAddresses(opened.info.name, tap.kernelAddresses, options.netns)
             break
           }
+          case 'afpacket': {
+            const { openAfPacket } = await import('../nexus/ports/afpacket.js')
+            const af = port.kind.value
+            const opened = await openAfPacket({
+              name: af.interface,
+              netns: options.netns,
+              mtu: port.mtu || undefined,
+              promiscuous: af.promiscuous,
+              blockSize: af.blockSize || undefined,
+              blockCount: af.blockCount || undefined,
+              blockTimeoutMs: af.blockTimeoutMs || undefined,
+            })
+            ports.push(opened)
+            if (af.host !== undefined) {
+              hosts[ports.length - 1] = await HostTapFallback.open({
+                wireInterface: af.interface,
+                wireMac: opened.info.mac,
+                config: af.host,
+                netns: options.netns,
+                mtu: port.mtu || opened.info.mtu,
+              })
+            }
+            break
+          }
           default:
             throw new FlowstackError('RUNTIME_UNSUPPORTED', `port ${port.name}: ${port.kind.case ?? 'no kind'} ports are not hosted by the runtime yet`)
         }
       }
     } catch (err) {
+      for (const host of hosts) await host?.close()
       for (const port of ports) await port.close().catch(() => {})
       for (const peer of peers.values()) await peer.close().catch(() => {})
       throw err
     }
-    const runtime = new Runtime(loaded, ports, options)
+    while (hosts.length < ports.length) hosts.push(undefined)
+    const runtime = new Runtime(loaded, ports, hosts, options)
     for (const [name, peer] of peers) runtime.memoryPeers.set(name, peer)
     runtime.switch.start()
     for (const host of runtime.instances) host.start()
@@ -207,7 +249,14 @@ export class Runtime {
           txBytes: BigInt(traffic.txBytes),
           drops: counters === undefined ? [] : Object.entries(counters.drops).map(([name, value]) => create(CounterSchema, { name, value: BigInt(value) })),
         })
-      }),
+      }).concat(
+        // Host TAPs follow the ports, named after theirs: rx = what the kernel sent, tx = what it was given.
+        this.hosts.flatMap((host, i) => {
+          const traffic = this.switch.hostTraffic[i]
+          if (host === undefined || traffic === undefined) return []
+          return [create(PortStatsSchema, { name: `${config.ports[i].name}/host`, kind: 'tap', rxPackets: BigInt(traffic.rxPackets), rxBytes: BigInt(traffic.rxBytes), txPackets: BigInt(traffic.txPackets), txBytes: BigInt(traffic.txBytes) })]
+        }),
+      ),
       instances: this.instances.map((host, i) => {
         const traffic = this.switch.instanceTraffic[i]
         return create(InstanceStatsSchema, {
@@ -271,9 +320,15 @@ export class Runtime {
     await Promise.all(this.instances.map((host) => host.stop()))
     await this.switch.stop()
     this.stopped = true
+    for (const host of this.hosts) await host?.close()
     for (const port of this.ports) await port.close()
     for (const peer of this.memoryPeers.values()) await peer.close()
   }
+}
+
+function addressOnly(cidr: string): string {
+  const slash = cidr.indexOf('/')
+  return (slash < 0 ? cidr : cidr.slice(0, slash)).toLowerCase()
 }
 
 /** The path of the first port/instance difference, or null when only rules (and others) differ. */

@@ -62,6 +62,17 @@ export interface SwitchPortSpec {
   link: 'ip' | 'ethernet'
   /** Packets carry a virtio_net_hdr (TUN/TAP with IFF_VNET_HDR). */
   vnetHdr: boolean
+  /** Kernel fallback per packet (DESIGN.md §5): the host TAP of an Ethernet port that owns a wire. */
+  host?: SwitchHostSpec
+}
+
+export interface SwitchHostSpec {
+  /** Side B of the host TAP's queue 0 (plain Ethernet frames, no virtio_net_hdr). */
+  end: ChannelEnd
+  /** The kernel's MAC on the TAP. */
+  mac: Uint8Array
+  /** The kernel's addresses (with or without prefix length). */
+  addresses: readonly string[]
 }
 
 export interface SwitchInstanceSpec {
@@ -85,6 +96,8 @@ export interface FlowLearned {
 export class Switch {
   readonly portTraffic: TrafficCounters[]
   readonly instanceTraffic: TrafficCounters[]
+  /** Per port with a host TAP: rx = frames the kernel sent, tx = frames written to it. */
+  readonly hostTraffic: (TrafficCounters | undefined)[]
   readonly drops = new Float64Array(SWITCH_DROP_NAMES.length)
   /** Flows registered per instance from its handshakes, by key text. */
   readonly learned: Map<string, FlowLearned>[]
@@ -97,6 +110,11 @@ export class Switch {
   /** Instance by MAC (48-bit number): frames between instances on one Ethernet port. */
   private readonly macOwners = new Map<number, number>()
   private readonly ownedAddresses: Set<string>[]
+  /** "port address" of addresses an instance shares with the kernel's host TAP: their neighbour frames go to both. */
+  private readonly sharedWithKernel = new Set<string>()
+  /** The "port address" key the last neighbourOwner() call looked at ('' when none). */
+  private neighbourKey = ''
+  private readonly hostMacs: number[]
   private readonly info = new PacketInfo()
   private running = false
   private loopDone: Promise<void> = Promise.resolve()
@@ -122,6 +140,8 @@ export class Switch {
     this.now = options.now ?? (() => performance.now())
     this.portTraffic = ports.map(() => new TrafficCounters())
     this.instanceTraffic = instances.map(() => new TrafficCounters())
+    this.hostTraffic = ports.map((port) => (port.host !== undefined ? new TrafficCounters() : undefined))
+    this.hostMacs = ports.map((port) => (port.host !== undefined ? macKey(port.host.mac, 0) : -1))
     this.instanceEnds = instances.map(() => undefined)
     this.learned = instances.map(() => new Map())
     this.ownedAddresses = instances.map((inst) => new Set(inst.addresses.map(canonicalAddress)))
@@ -130,6 +150,12 @@ export class Switch {
     instances.forEach((inst, i) => {
       if (inst.mac !== undefined) this.macOwners.set(macKey(inst.mac, 0), i)
       for (const address of this.ownedAddresses[i]) this.addressOwners.set(`${inst.port} ${address}`, i)
+    })
+    ports.forEach((port, p) => {
+      for (const address of port.host?.addresses ?? []) {
+        const key = `${p} ${canonicalAddress(address)}`
+        if (this.addressOwners.has(key)) this.sharedWithKernel.add(key)
+      }
     })
     // A later fragment whose first fragment had not arrived: classify it when it does.
     classifier.onFragmentRelease = (token, decision) => this.routeFromPort(Math.floor(token / 65536), token % 65536, decision, -1)
@@ -208,11 +234,17 @@ export class Switch {
     this.running = false
     this.wake()
     await this.loopDone
-    for (const port of this.ports) port.end.flush()
+    for (const port of this.ports) {
+      port.end.flush()
+      port.host?.end.flush()
+    }
   }
 
   private wake(): void {
-    for (const port of this.ports) port.end.wake()
+    for (const port of this.ports) {
+      port.end.wake()
+      port.host?.end.wake()
+    }
     for (const end of this.instanceEnds) end?.wake()
   }
 
@@ -228,7 +260,10 @@ export class Switch {
       // A ring whose peer closed answers waitForWork at once; waiting on it
       // would spin in microtasks and starve the event loop, so it is skipped.
       const waits: Promise<void>[] = []
-      for (const port of this.ports) if (!port.end.peerClosed) waits.push(port.end.waitForWork(IDLE_WAIT_MS))
+      for (const port of this.ports) {
+        if (!port.end.peerClosed) waits.push(port.end.waitForWork(IDLE_WAIT_MS))
+        if (port.host !== undefined && !port.host.end.peerClosed) waits.push(port.host.end.waitForWork(IDLE_WAIT_MS))
+      }
       for (const end of this.instanceEnds) if (end !== undefined && !end.peerClosed) waits.push(end.waitForWork(IDLE_WAIT_MS))
       if (waits.length === 0) waits.push(new Promise((resolve) => setTimeout(resolve, IDLE_WAIT_MS)))
       await Promise.race(waits)
@@ -242,6 +277,8 @@ export class Switch {
     for (let p = 0; p < this.ports.length; p++) {
       this.currentPort = p
       moved += this.ports[p].end.receive(BATCH, this.onPortPacket)
+      const host = this.ports[p].host
+      if (host !== undefined) moved += host.end.receive(BATCH, this.onHostPacket)
     }
     for (let i = 0; i < this.instanceEnds.length; i++) {
       const end = this.instanceEnds[i]
@@ -249,8 +286,7 @@ export class Switch {
       this.currentInstance = i
       moved += end.receive(BATCH, this.onInstancePacket)
     }
-    for (const port of this.ports) port.end.flush()
-    for (const end of this.instanceEnds) end?.flush()
+    this.flushAll()
     return moved
   }
 
@@ -279,6 +315,8 @@ export class Switch {
       const owner = this.neighbourOwner(p, buf, off, length - off)
       if (owner >= 0) {
         this.deliver(owner, buf, off, length - off)
+        // An address the instance shares with the kernel: both keep their neighbour caches.
+        if (port.host !== undefined && this.sharedWithKernel.has(this.neighbourKey)) this.toHost(p, buf, off, length - off)
         port.end.release(index)
         return
       }
@@ -295,18 +333,21 @@ export class Switch {
    * §4.3, §4.4). -1 for anything else. Allocates only for such frames.
    */
   private neighbourOwner(p: number, buf: Uint8Array, off: number, length: number): number {
+    this.neighbourKey = ''
     if (length < ETHERNET_HEADER + 28) return -1
     const ethertype = (buf[off + 12] << 8) | buf[off + 13]
     const at = off + ETHERNET_HEADER
     if (ethertype === 0x0806) {
       const target = ((buf[at + 24] << 24) | (buf[at + 25] << 16) | (buf[at + 26] << 8) | buf[at + 27]) >>> 0
-      return this.addressOwners.get(`${p} ${formatIpAddress({ version: 4, v4: target })}`) ?? -1
+      this.neighbourKey = `${p} ${formatIpAddress({ version: 4, v4: target })}`
+    } else {
+      if (ethertype !== 0x86dd || length < ETHERNET_HEADER + 40 + 24 || buf[at + 6] !== 58) return -1
+      const type = buf[at + 40]
+      if (type === 135) this.neighbourKey = `${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 48, at + 64) })}`
+      else if (type === 136) this.neighbourKey = `${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 24, at + 40) })}`
+      else return -1
     }
-    if (ethertype !== 0x86dd || length < ETHERNET_HEADER + 40 + 24 || buf[at + 6] !== 58) return -1
-    const type = buf[at + 40]
-    if (type === 135) return this.addressOwners.get(`${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 48, at + 64) })}`) ?? -1
-    if (type === 136) return this.addressOwners.get(`${p} ${formatIpAddress({ version: 6, v6: buf.slice(at + 24, at + 40) })}`) ?? -1
-    return -1
+    return this.addressOwners.get(this.neighbourKey) ?? -1
   }
 
   /** `length` is the IP packet's length, or -1 for a released held fragment (re-read from its header). */
@@ -319,9 +360,11 @@ export class Switch {
     if (decision.owner >= 0) {
       if (length > 0) this.deliver(decision.owner, buf, off, length)
     } else if (decision.owner !== OWNER_DROP) {
-      // kernel: on an IP port the packet came from the kernel (TUN) or from
-      // the far end of a memory wire; there is no host TAP to hand it to.
-      this.drops[SwitchDrop.NoKernel]++
+      // kernel: handed to the host TAP when the port has one. Without one, on
+      // an IP port the packet came from the kernel (TUN) or from the far end
+      // of a memory wire, and there is nobody to hand it to.
+      if (port.host !== undefined && length > 0) this.toHost(p, buf, off, length)
+      else this.drops[SwitchDrop.NoKernel]++
     }
     port.end.release(index)
   }
@@ -352,6 +395,57 @@ export class Switch {
     const traffic = this.instanceTraffic[instance]
     traffic.rxPackets++
     traffic.rxBytes += length
+  }
+
+  /** Copies a frame from the wire into port `p`'s host TAP (the kernel). */
+  private toHost(p: number, src: Uint8Array, off: number, length: number): void {
+    const end = this.ports[p].host!.end
+    if (length > end.bufferSize) {
+      this.drops[SwitchDrop.Oversize]++
+      return
+    }
+    const index = end.alloc()
+    if (index < 0) {
+      this.drops[SwitchDrop.PoolEmpty]++
+      return
+    }
+    end.buffer(index).set(src.subarray(off, off + length))
+    if (!end.send(index, length)) {
+      end.free(index)
+      this.drops[SwitchDrop.RingFull]++
+      return
+    }
+    const traffic = this.hostTraffic[p]!
+    traffic.txPackets++
+    traffic.txBytes += length
+  }
+
+  // ------------------------------------------------------------ host TAP -> wire or instance
+
+  /**
+   * A frame the kernel sent through a host TAP. It is the kernel's own
+   * traffic (its address, its MAC), so it is not classified: it leaves on
+   * the wire, except neighbour discovery about an instance's address and
+   * frames addressed to an instance's MAC, which go to that instance.
+   */
+  private readonly onHostPacket = (index: number, length: number): void => {
+    const p = this.currentPort
+    const host = this.ports[p].host!
+    const buf = host.end.buffer(index)
+    const traffic = this.hostTraffic[p]!
+    traffic.rxPackets++
+    traffic.rxBytes += length
+    let owner = this.neighbourOwner(p, buf, 0, length)
+    // Shared addresses: the kernel asks or answers for itself; that is for the wire.
+    if (owner >= 0 && this.sharedWithKernel.has(this.neighbourKey)) owner = -1
+    if (owner < 0 && length >= ETHERNET_HEADER) {
+      const byMac = this.macOwners.get(macKey(buf, 0))
+      // An instance sharing the kernel's MAC is reached through the wire's classifier, not here.
+      if (byMac !== undefined && macKey(buf, 0) !== this.hostMacs[p]) owner = byMac
+    }
+    if (owner >= 0) this.deliver(owner, buf, 0, length)
+    else this.transmit(p, buf, length)
+    host.end.release(index)
   }
 
   // ------------------------------------------------------------ instance -> port or instance
@@ -491,7 +585,10 @@ export class Switch {
   }
 
   private flushAll(): void {
-    for (const port of this.ports) port.end.flush()
+    for (const port of this.ports) {
+      port.end.flush()
+      port.host?.end.flush()
+    }
     for (const end of this.instanceEnds) end?.flush()
   }
 
