@@ -118,6 +118,7 @@ class RingPayload implements TcpPayload {
 const NONE = Number.POSITIVE_INFINITY
 const MAX_WINDOW_SHIFT = 14
 const MAX_SACKED = 8
+const OUT_OF_WINDOW_ACK_INTERVAL_MS = 500
 
 /** IPv4 / IPv6 fixed header sizes, for MSS from the MTU (RFC 6691: MSS = MTU - fixed IP - fixed TCP header). */
 function ipHeaderLength(a: IpAddress): number {
@@ -242,6 +243,7 @@ export class TcpConnection {
   /** send() accepted less than offered: announce onWritable when room frees up. */
   private wantWritable = false
   private softError: TcpErrorCode | null = null
+  private lastOutOfWindowAckAt = -Infinity
   /** Counted in counters.currEstab (synchronized, not yet TIME-WAIT/CLOSED). */
   private estabCounted = false
 
@@ -750,7 +752,33 @@ export class TcpConnection {
   }
 
   private sendAck(now: number): void {
-    this.transmit(this.sndNxt, 0, FLAG_ACK, now)
+    // After a timeout SND.NXT goes back to SND.UNA; a pure ACK must still
+    // carry the next new sequence number, or the peer finds it below RCV.NXT,
+    // unacceptable, and answers with an ACK of its own (BSD tcp_output uses
+    // snd_max for the same reason). A pending zero-window probe byte is not
+    // "sent" yet.
+    const seq = this.persistAt === NONE ? this.sndMax : this.sndNxt
+    this.transmit(seq, 0, FLAG_ACK, now)
+  }
+
+  /**
+   * ACK an unacceptable segment. For segments without data (nor SYN/FIN) at
+   * most once per 500 ms per connection: two ends that each find the other's
+   * pure ACKs out of window would otherwise ping-pong ACKs forever (Linux's
+   * tcp_oow_rate_limited / tcp_invalid_ratelimit; data segments are never
+   * limited, "not likely part of an ACK loop").
+   */
+  private ackUnacceptable(segLen: number, now: number): void {
+    if (segLen > 0) {
+      this.ackNow = true
+      return
+    }
+    if (now - this.lastOutOfWindowAckAt < OUT_OF_WINDOW_ACK_INTERVAL_MS) {
+      this.host.counters.outOfWindowAcksSuppressed++
+      return
+    }
+    this.lastOutOfWindowAckAt = now
+    this.ackNow = true
   }
 
   /** RFC 5961 §7: challenge ACKs share a per-stack budget. */
@@ -1009,7 +1037,7 @@ export class TcpConnection {
         // be sent in reply (unless the RST bit is set, if so drop the segment and return)"
         if (!(flags & FLAG_RST)) {
           if (this.state === TcpState.TimeWait && hasFin) this.timeWaitAt = now + 2 * this.host.cfg.mslMs
-          this.ackNow = true
+          this.ackUnacceptable(segLen, now)
         }
         return
       }

@@ -156,6 +156,7 @@ export interface TcpCounters {
   challengeAcksSuppressed: number
   pawsDrops: number
   outOfWindowDrops: number
+  outOfWindowAcksSuppressed: number
   reorderDrops: number
   rtoTimeouts: number
   fastRetransmits: number
@@ -186,6 +187,7 @@ export function newCounters(): TcpCounters {
     challengeAcksSuppressed: 0,
     pawsDrops: 0,
     outOfWindowDrops: 0,
+    outOfWindowAcksSuppressed: 0,
     reorderDrops: 0,
     rtoTimeouts: 0,
     fastRetransmits: 0,

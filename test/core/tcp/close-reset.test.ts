@@ -242,6 +242,21 @@ describe('RST and SYN validation (RFC 5961)', () => {
     expect(h.layer.counters.challengeAcks).toBe(1)
   })
 
+  it('out-of-window pure ACKs get at most one ACK per 500 ms (no ACK ping-pong); data is always answered', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    h.inject({ seq: peer.seq - 100_000, ack: peer.conn.sndNxt, flags: FLAG_ACK })
+    expect(h.one().ack).toBe(peer.seq)
+    h.inject({ seq: peer.seq - 100_000, ack: peer.conn.sndNxt, flags: FLAG_ACK })
+    h.none()
+    expect(h.layer.counters.outOfWindowAcksSuppressed).toBe(1)
+    peer.data(bytes(10), { at: peer.seq - 100_000 })
+    expect(h.one().ack).toBe(peer.seq)
+    h.now += 500
+    h.inject({ seq: peer.seq - 100_000, ack: peer.conn.sndNxt, flags: FLAG_ACK })
+    expect(h.one().ack).toBe(peer.seq)
+  })
+
   it('out-of-window data is acknowledged and dropped', () => {
     const h = new Harness()
     const peer = establish(h)
