@@ -26,21 +26,25 @@ const MSS_V6 = 1500 - 40 - 20 - 12
 
 /**
  * The simulated-time bound. Two limits on how fast one direction can go:
- * - serialisation: every segment is mss + 78 bytes on the wire (Ethernet 14,
- *   IP/TCP/timestamps 52-72 ... rounded up to 78 + 12 for v6) at the link rate;
- * - loss: the Mathis et al. steady state of a Reno-style sender,
- *   rate <= (MSS / RTT) * sqrt(3 / (2p)), with RTT at least 2 × one-way delay.
- * The larger of the two times is what an ideal sender needs; the bound allows
- * 4× that (slow start, fast-recovery episodes, retransmission timeouts of at
- * least 200 ms each, the delayed reordering) plus 3 s for the handshake, the
- * close and TIME-WAIT (2 × MSL = 1 s). A run that gets near it has stalled,
- * not merely been unlucky.
+ * - serialisation: every segment is mss + at most 90 bytes on the wire
+ *   (Ethernet 14, IP 20/40, TCP 20, timestamps 12, padding) at the link rate;
+ * - congestion control: the Mathis et al. steady state of a Reno-style
+ *   sender with delayed ACKs (b = 2), rate <= (MSS / RTT) * sqrt(3 / (2 b p)),
+ *   RTT = 2 x one-way delay. p counts the losses and the reorderings: a
+ *   packet held REORDER_DELAY_MS at 1 Gbit/s is overtaken by ~250 others,
+ *   which is three duplicate ACKs, so the sender takes it for a loss and halves
+ *   its window (the core has no DSACK undo), exactly as it does for a loss.
+ * The larger of the two is what an ideal sender needs; the bound allows 4x that
+ * (slow start, retransmission timeouts of at least 200 ms, recovery episodes
+ * that overlap) plus 3 s for the handshake, the close and TIME-WAIT
+ * (2 x MSL = 1 s). A transfer that gets near it has stalled.
  */
 function simulatedTimeBoundMs(bytes: number, loss: number, mss: number): number {
   const segments = Math.ceil(bytes / mss)
   const serialisationMs = ((segments * (mss + 90) * 8) / RATE_BITS_PER_SECOND) * 1000
   const rttMs = 2 * ONE_WAY_DELAY_MS
-  const mathisMs = loss > 0 ? bytes / ((mss / rttMs) * Math.sqrt(3 / (2 * loss))) : 0
+  const p = loss + REORDER
+  const mathisMs = bytes / ((mss / rttMs) * Math.sqrt(3 / (2 * 2 * p)))
   return 4 * Math.max(serialisationMs, mathisMs) + 3000
 }
 
@@ -237,6 +241,7 @@ describe(`simulation: ${BYTES_EACH_WAY} bytes each way, two stacks, memory wire 
         }
       }
       for (const port of net.wire) expect(poolsFull(port.poolReport())).toBe(true)
-    })
+      // ~15 s of real time each on an idle 2-core VM; the margin is for a loaded one.
+    }, 240_000)
   }
 })
