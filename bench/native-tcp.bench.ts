@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ChannelEnd } from '../nexus/channel/index.js'
-import { VIRTIO_HDR } from '../nexus/ports/native.js'
+import { copyPacket, VIRTIO_HDR } from '../nexus/ports/native.js'
 import { openTun } from '../nexus/ports/tun.js'
 import type { BenchOptions, BenchResult } from './types.js'
 
@@ -152,7 +152,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
     const relayC = run(nsA, [loop, 'tun-relay', 'fsnta', `/var/run/netns/${nsB}`, 'fsntb', String(tcpSeconds + 1.5)], (tcpSeconds + 20) * 1000)
     await new Promise((r) => setTimeout(r, 100))
     const cIperfGbps = await iperf('203.0.113.1')
-    const [cPayload, cActive] = (await relayC.done).trim().split(/\s+/).map(Number)
+    const [cPayload, cActive, cCpu] = (await relayC.done).trim().split(/\s+/).map(Number)
     const cGbps = gbps(cPayload, cActive)
 
     // The nexus with a JS pump.
@@ -176,7 +176,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
             out = to.alloc()
           }
           if (out >= 0) {
-            to.buffer(out).set(length === bytes.length ? bytes : bytes.subarray(0, length))
+            copyPacket(to.buffer(out), bytes, length)
             if (!to.send(out, length, flags)) to.free(out)
           }
           from.release(index)
@@ -191,6 +191,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
         return moved
       }
       const rxBefore = portA.counters()
+      const cpuBefore = process.cpuUsage()
       const wakeBefore = portA.errorCounters().wakeups
       const pump = (async () => {
         while (running) {
@@ -201,6 +202,8 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
       running = false
       await pump
       const rxAfter = portA.counters()
+      const cpu = process.cpuUsage(cpuBefore)
+      const jsCpu = (cpu.user + cpu.system) / 1e6
       const wakeAfter = portA.errorCounters().wakeups
       const jsGbps = gbps(jsPayload, (last - first) / 1000)
       const reads = rxAfter.rxPackets - rxBefore.rxPackets
@@ -209,6 +212,10 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
       results.push({ name: 'TCP payload kernel -> JS (tun vnet_hdr, relay)', value: round2(jsGbps), unit: 'Gbit/s', baseline: 'C relay loop, same TUNs, payload read', baselineValue: round2(cGbps), higherIsBetter: true })
       results.push({ name: 'TCP via nexus+JS relay, iperf3 receiver', value: round2(jsIperfGbps), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: round2(kernelGbps), higherIsBetter: true })
       results.push({ name: 'TCP via C relay, iperf3 receiver', value: round2(cIperfGbps), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: round2(kernelGbps), higherIsBetter: true })
+      // CPU seconds spent per GB of payload relayed: the process's own time
+      // (JS thread + I/O threads + the kernel work done in their syscalls),
+      // which does not depend on how many cores the machine's other load left us.
+      results.push({ name: 'relay CPU per GB of TCP payload (nexus+JS)', value: round2(jsPayload > 0 ? jsCpu / (jsPayload / 1e9) : 0), unit: 's/GB', baseline: 'C relay loop, same TUNs', baselineValue: round2(cPayload > 0 ? cCpu / (cPayload / 1e9) : 0), higherIsBetter: false })
       results.push({ name: 'TCP payload per nexus read (tun vnet_hdr)', value: reads > 0 ? Math.round(jsPayload / reads) : 0, unit: 'bytes', baseline: 'per C relay read: n/a, 64 KiB max', baselineValue: 65536, higherIsBetter: true })
       results.push({ name: 'nexus reads per doorbell (tun vnet_hdr)', value: doorbells > 0 ? round2(reads / doorbells) : reads, unit: 'reads', baseline: 'reads per I/O-thread wakeup', baselineValue: wakeups > 0 ? round2(reads / wakeups) : reads, higherIsBetter: true })
     } finally {

@@ -11,9 +11,10 @@
  *   tun-relay  NAME_A NETNS_B NAME_B SECONDS   relay between two existing vnet_hdr TUNs,
  *                                              (B attached after setns into the netns file
  *                                              NETNS_B), forwarding the read buffer itself;
- *                                              prints "PAYLOAD_BYTES ACTIVE_SECONDS": TCP
- *                                              payload read from A, and the time from its
- *                                              first to its last payload-carrying read
+ *                                              prints "PAYLOAD_BYTES ACTIVE_SECONDS CPU_SECONDS":
+ *                                              TCP payload read from A, the time from its
+ *                                              first to its last payload-carrying read, and
+ *                                              the relay's own user+system CPU time
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -250,7 +252,10 @@ static int tun_relay(char **argv) {
     }
     if (!moved) poll(pfd, 2, 10);
   }
-  printf("%lld %.6f\n", payload, last - first);
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+  printf("%lld %.6f %.6f\n", payload, last - first, cpu);
   return 0;
 }
 

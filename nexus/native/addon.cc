@@ -251,6 +251,40 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   Napi::Env::CleanupHook<void (*)(NativeDevice*), NativeDevice> cleanup_;
 };
 
+// copyBytes(dst, src, length): memcpy between two typed-array views. V8
+// copies between SharedArrayBuffer-backed arrays with relaxed per-word
+// atomics (TypedArray.prototype.set measured at 5-12 GB/s vs ~30 GB/s on plain
+// ArrayBuffers); a relay moving 64 KiB super-packets between two channels'
+// pools pays that per packet. The channel's ownership protocol guarantees no
+// other thread touches either buffer meanwhile, so a plain memcpy is safe.
+// Raw napi calls: this runs once per packet and the C++ wrapper's checks are
+// measurable at small sizes.
+napi_value CopyBytes(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, "NEXUS_BAD_ARGS", "copyBytes(dst, src, length)");
+    return nullptr;
+  }
+  napi_typedarray_type type;
+  size_t dst_length = 0, src_length = 0;
+  void* dst = nullptr;
+  void* src = nullptr;
+  uint32_t length = 0;
+  if (napi_get_typedarray_info(env, argv[0], &type, &dst_length, &dst, nullptr, nullptr) != napi_ok || type != napi_uint8_array ||
+      napi_get_typedarray_info(env, argv[1], &type, &src_length, &src, nullptr, nullptr) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_uint32(env, argv[2], &length) != napi_ok) {
+    napi_throw_type_error(env, "NEXUS_BAD_ARGS", "copyBytes(dst: Uint8Array, src: Uint8Array, length: number)");
+    return nullptr;
+  }
+  if (length > dst_length || length > src_length) {
+    napi_throw_range_error(env, "NEXUS_BAD_ARGS", "copyBytes: length exceeds a view");
+    return nullptr;
+  }
+  if (length > 0) memmove(dst, src, length);
+  return nullptr;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -259,6 +293,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeDevice", cls);
   exports.Set("counterSlots", Napi::Number::New(env, kCounterSlots));
   exports.Set("layoutVersion", Napi::Number::New(env, kLayoutVersion));
+  napi_value copy;
+  if (napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &copy) == napi_ok) exports.Set("copyBytes", Napi::Value(env, copy));
   return exports;
 }
 
