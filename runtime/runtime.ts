@@ -132,6 +132,9 @@ export class Runtime {
         sw: this.switch,
         log: this.log,
         reportIntervalMs: options.reportIntervalMs,
+        portIndex: portIndex.get(inst.port) ?? 0,
+        kernelRules: port.info.kind === 'afpacket',
+        rules: () => [...this.classifier.ruleSet.rules],
         onFailure: (i) => {
           const probes = this.switch.resetFlowsOf(i)
           if (probes > 0) this.log(inst.name, 'warn', `resetting the peers of ${probes} connection(s)`)
@@ -308,6 +311,8 @@ export class Runtime {
       return create(ReloadResponseSchema, { applied: false, problems: [create(ConfigProblemSchema, { path: mismatch, message: 'reload changes rules only; restart the runtime to change ports or instances' })] })
     }
     this.classifier.replaceRules(compileRules(next.config))
+    // Instances decide their per-socket kernel fallback from the same rules.
+    for (const host of this.instances) host.updateRules([...this.classifier.ruleSet.rules])
     this.loaded = { ...this.loaded, config: next.config }
     this.log('runtime', 'info', `reloaded ${next.config.rules.length} rule(s) from ${file} (generation ${this.classifier.ruleGeneration})`)
     return create(ReloadResponseSchema, { applied: true, rules: next.config.rules.length })

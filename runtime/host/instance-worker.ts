@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url'
 import { createStack } from '../../stacks/sockets/stack.js'
 import { formatIpAddress, type IpAddress } from '../../stacks/wire/address.js'
 import { channelPort } from './channel-port.js'
+import { ConnectPolicy } from './connect-policy.js'
 import type { ConnectionReport, CounterFamilies, InstanceTask, RuntimeMessage, WorkerMessage } from './messages.js'
 
 export interface AppContext {
@@ -23,17 +24,22 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
   const port = channelPort(task.channel, task.portInfo)
   const stack = await createStack({ port, addresses: task.addresses, routes: task.routes, tcp: task.tcp, tls: task.tls, dad: false })
 
-  // Per-socket kernel fallback (DESIGN.md §5): a loopback destination is not
-  // reachable through the instance's port, so the kernel serves it, behind
-  // the same connect() API (http agents and fetch use stack.net.connect too).
-  const fallback = { loopback: 0 }
+  // Per-socket kernel fallback (DESIGN.md §5): a connect the instance cannot
+  // serve (loopback, a rule says kernel, no route through its port) is served
+  // by the kernel behind the same connect() API (http agents and fetch use
+  // stack.net.connect too), counted by reason.
+  const policy = new ConnectPolicy(task.connectPolicy)
   const net = stack.net as { connect: (...args: unknown[]) => unknown; createConnection: (...args: unknown[]) => unknown }
   const stackConnect = net.connect.bind(stack.net)
   const connect = (...args: unknown[]): unknown => {
     const first = args[0]
-    const host = typeof first === 'object' && first !== null ? (first as { host?: unknown }).host : args[1]
-    if (typeof host === 'string' && isLoopback(host)) {
-      fallback.loopback++
+    const options = typeof first === 'object' && first !== null ? (first as { host?: unknown; port?: unknown; path?: unknown }) : undefined
+    const host = options !== undefined ? options.host : args[1]
+    const port = Number(options !== undefined ? options.port : first)
+    // An IPC path has no host: not ours to decide.
+    const reason = options?.path === undefined && typeof host === 'string' ? policy.decide(host, port) : null
+    if (reason !== null) {
+      policy.counts[reason]++
       return (kernelNet.connect as (...a: unknown[]) => unknown)(...args)
     }
     return stackConnect(...args)
@@ -85,7 +91,7 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
       Tcp: { ...numbers(stats.tcp), CurrEstab: stats.tcpConnections },
       Udp: numbers(stats.ip.udp),
       Udp6: numbers(stats.ip.udp6),
-      Fallback: { ...fallback },
+      Fallback: { ...policy.counts },
     }
     post({ type: 'connections', open, families })
   }
@@ -96,6 +102,7 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
   const stopped = new Promise<void>((resolve) => {
     task.control.on('message', (message: RuntimeMessage) => {
       if (message.type === 'stop') resolve()
+      else if (message.type === 'rules') policy.replaceRules(message.rules)
     })
   })
   const context: AppContext = {
@@ -124,9 +131,4 @@ function numbers(counters: object): Record<string, number> {
   const out: Record<string, number> = {}
   for (const [name, value] of Object.entries(counters)) if (typeof value === 'number') out[name] = value
   return out
-}
-
-function isLoopback(host: string): boolean {
-  if (host === 'localhost' || host === '::1' || host === '[::1]') return true
-  return kernelNet.isIPv4(host) && host.startsWith('127.')
 }

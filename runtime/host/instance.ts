@@ -14,7 +14,8 @@ import type { PortInfo } from '../../nexus/ports/port.js'
 import type { RouteSpec } from '../../stacks/core/stack.js'
 import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
 import type { Switch } from '../switch.js'
-import type { CounterFamilies, InstanceTask, WorkerMessage } from './messages.js'
+import type { RuleSpec } from '../../classifier/rules.js'
+import type { CounterFamilies, InstanceTask, RuntimeMessage, WorkerMessage } from './messages.js'
 import type { TlsDefaults } from '../../stacks/sockets/tls-config.js'
 
 export interface InstanceHostOptions {
@@ -34,6 +35,12 @@ export interface InstanceHostOptions {
   onFailure?: (index: number, reason: string) => void
   /** The instance's latest netstat-style counters. */
   onStats?: (families: CounterFamilies) => void
+  /** Index of the instance's port in the config (per-socket fallback rules). */
+  portIndex?: number
+  /** The classifier's current rules, for the per-socket kernel fallback in the worker. */
+  rules?: () => RuleSpec[]
+  /** The port owns a wire (AF_PACKET): connects a rule gives to the kernel go to node:net. */
+  kernelRules?: boolean
 }
 
 export function restartDelay(policy: { backoffInitialMs: number; backoffMaxMs: number }, attempt: number): number {
@@ -146,6 +153,7 @@ export class InstanceHost {
       config: toJson(InstanceSchema, config),
       control: port2,
       reportIntervalMs: this.reportIntervalMs,
+      connectPolicy: { addresses: [...config.addresses], routes: routes(config), rules: this.options.rules?.() ?? [], portIndex: this.options.portIndex ?? 0, kernelRules: this.options.kernelRules === true },
     }
     const run = this.pool.run(task, { transferList: [port2] as never, signal: abort.signal })
     this.task = run
@@ -227,6 +235,11 @@ export class InstanceHost {
   }
 
   /** Asks the app to drain and stop; terminates the worker after the timeout. */
+  /** New rules after a reload: the worker's per-socket fallback follows them. */
+  updateRules(rules: RuleSpec[]): void {
+    this.control?.postMessage({ type: 'rules', rules } satisfies RuntimeMessage)
+  }
+
   async stop(): Promise<void> {
     this.stopping = true
     if (this.restartTimer !== null) clearTimeout(this.restartTimer)

@@ -5,6 +5,8 @@ import type { RouteSpec } from '../../stacks/core/stack.js'
 import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
 import type { TlsDefaults } from '../../stacks/sockets/tls-config.js'
 import type { MessagePort } from 'node:worker_threads'
+import type { RuleSpec } from '../../classifier/rules.js'
+import type { ConnectPolicySpec } from './connect-policy.js'
 
 /** What the runtime hands to the piscina task that hosts one instance. */
 export interface InstanceTask {
@@ -23,6 +25,8 @@ export interface InstanceTask {
   control: MessagePort
   /** How often the worker reports its open connections (ms). */
   reportIntervalMs: number
+  /** What the worker needs to decide which connects the kernel serves (DESIGN.md §5). */
+  connectPolicy: ConnectPolicySpec
 }
 
 /** A connection as the worker reports it; addresses in text form. */
@@ -43,4 +47,4 @@ export type WorkerMessage =
   | { type: 'listen' | 'unlisten'; ipVersion: 4 | 6; localAddress: string; localPort: number }
   | { type: 'connections'; open: ConnectionReport[]; families: CounterFamilies }
 
-export type RuntimeMessage = { type: 'stop' }
+export type RuntimeMessage = { type: 'stop' } | { type: 'rules'; rules: RuleSpec[] }

@@ -44,6 +44,8 @@ describe('kernel fallback per socket', () => {
     await new Promise((resolve) => setTimeout(resolve, 200))
     const fallback = runtime.stat().instances[0].families.find((f) => f.name === 'Fallback')
     expect(fallback?.counters.find((c) => c.name === 'loopback')?.value).toBe(1n)
+    // Every reason is reported, the ones that did not happen as 0.
+    expect(fallback?.counters.map((c) => [c.name, c.value])).toEqual([['loopback', 1n], ['rule', 0n], ['no-route', 0n]])
     // Nothing of it went through the switch.
     expect(runtime.switch.instanceTraffic[0].txPackets).toBe(0)
   }, 20000)
