@@ -369,6 +369,12 @@ export class TcpConnection {
     this.recomputeSendMss()
   }
 
+  /** Bytes of SACK option the next ACK-bearing segment carries (NOP, NOP, kind, length, 8 per block), which the payload must make room for. */
+  private sackOptionBytes(): number {
+    if (!this.sackEnabled || this.reorder.count === 0) return 0
+    return 4 + 8 * Math.min(this.reorder.count, this.tsEnabled ? 3 : 4)
+  }
+
   private recomputeSendMss(): void {
     const fromPath = this.pmtu - ipHeaderLength(this.local) - 20
     // RFC 6691: "the TCP sender should reduce the data length by the length of TCP options".
@@ -808,7 +814,8 @@ export class TcpConnection {
       const inFlight = seqDiff(this.sndNxt, this.sndUna)
       const window = Math.min(this.sndWnd, this.cc.cwnd + extra)
       const usable = window - inFlight
-      let len = Math.max(0, Math.min(unsent, this.sndMss, usable))
+      const segMss = this.sndMss - this.sackOptionBytes()
+      let len = Math.max(0, Math.min(unsent, segMss, usable))
       if (unsent > 0 && len === 0) {
         // RFC 9293 3.8.6.1: a zero window with nothing in flight needs the persist timer.
         if (this.sndWnd <= inFlight && inFlight === 0 && this.persistAt === NONE) {
@@ -817,7 +824,7 @@ export class TcpConnection {
         }
         break
       }
-      if (len > 0 && len < this.sndMss) {
+      if (len > 0 && len < segMss) {
         const allRemaining = len === unsent
         const nothingInFlight = inFlight === 0
         // Sender SWS avoidance (RFC 9293 3.8.6.2.1) and Nagle (RFC 9293 3.7.4,
@@ -864,7 +871,7 @@ export class TcpConnection {
     const base = seqGt(this.sndUna, dataStart) ? this.sndUna : dataStart
     const offset = seqDiff(seq, base)
     const available = Math.max(0, Math.min(this.sendBuffer.length - offset, seqDiff(this.sndMax, seq)))
-    const len = Math.min(available, this.sndMss, maxLen)
+    const len = Math.min(available, this.sndMss - this.sackOptionBytes(), maxLen)
     const fin = this.finQueued && seqAdd(seq, len) === this.finSeq && seqGt(this.sndMax, this.finSeq)
     if (len === 0 && !fin) return 0
     this.host.counters.retransSegs++
