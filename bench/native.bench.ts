@@ -2,9 +2,7 @@
 // devices in the same run (bench/c/nexus_loop.c, compiled here with cc -O2):
 //   - packets/s kernel -> JS and JS -> kernel for TUN, TUN with vnet_hdr, TAP
 //     and AF_PACKET (TPACKET_V3), small UDP packets;
-//   - TCP payload Gbit/s through a JS relay between two vnet_hdr TUNs (the
-//     kernel hands us TSO super-packets), next to the kernel's own TCP over a
-//     veth pair.
+// (TCP payload Gbit/s through vnet_hdr TUNs is bench/native-tcp.bench.ts.)
 // The benchmark creates its own network namespaces (fs-nbench-*) and deletes
 // them; it needs root. Kernel -> reader figures are bounded by the one flood
 // sender (a C sendmmsg loop) sharing the machine's cores with the reader, for
@@ -272,75 +270,6 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
         pps('afpacket JS -> kernel', await jsTransmitRate(port2, wire, seconds), cTx)
       } finally {
         await port2.close()
-      }
-    }
-
-    // ---- TCP through a JS relay between two vnet_hdr TUNs, next to kernel TCP over veth.
-    {
-      const tcpSeconds = opts.quick ? 1 : 2
-      const nsA = createNs('tcp-a')
-      const nsB = createNs('tcp-b')
-      namespaces.push(nsA, nsB)
-      sh('ip', '-n', nsA, 'link', 'add', 'fsbva', 'type', 'veth', 'peer', 'name', 'fsbvb', 'netns', nsB)
-      sh('ip', '-n', nsA, 'addr', 'add', '192.0.2.1/24', 'dev', 'fsbva')
-      sh('ip', '-n', nsB, 'addr', 'add', '192.0.2.2/24', 'dev', 'fsbvb')
-      sh('ip', '-n', nsA, 'link', 'set', 'fsbva', 'up')
-      sh('ip', '-n', nsB, 'link', 'set', 'fsbvb', 'up')
-      const iperf = async (server: string): Promise<number> => {
-        const s = run(nsB, ['iperf3', '-s', '-1', '--forceflush', '-B', server])
-        await s.printed('listening')
-        const c = run(nsA, ['iperf3', '-c', server, '-t', String(tcpSeconds), '-J'], (tcpSeconds + 20) * 1000)
-        return c.done.then((json) => {
-          s.child.kill('SIGKILL')
-          const parsed = JSON.parse(json) as { end?: { sum_received?: { bits_per_second?: number } } }
-          return (parsed.end?.sum_received?.bits_per_second ?? 0) / 1e9
-        })
-      }
-      const kernelGbps = await iperf('192.0.2.2')
-
-      const portA = await openTun({ name: 'fsbta', netns: nsA, vnetHdr: true, txQueueLen: 1000 })
-      const portB = await openTun({ name: 'fsbtb', netns: nsB, vnetHdr: true, txQueueLen: 1000 })
-      try {
-        sh('ip', '-n', nsA, 'addr', 'add', '198.51.100.1/24', 'dev', 'fsbta')
-        sh('ip', '-n', nsA, 'route', 'add', '203.0.113.0/24', 'dev', 'fsbta')
-        sh('ip', '-n', nsB, 'addr', 'add', '203.0.113.1/24', 'dev', 'fsbtb')
-        sh('ip', '-n', nsB, 'route', 'add', '198.51.100.0/24', 'dev', 'fsbtb')
-        let running = true
-        const a = portA.queues[0]
-        const b = portB.queues[0]
-        const relay = (from: ChannelEnd, to: ChannelEnd): number => {
-          const moved = from.receive(64, (index, length, flags) => {
-            let out = to.alloc()
-            if (out < 0) {
-              to.reclaim()
-              out = to.alloc()
-            }
-            if (out >= 0) {
-              to.buffer(out).set(from.buffer(index).subarray(0, length))
-              if (!to.send(out, length, flags)) to.free(out)
-            }
-            from.release(index)
-          })
-          to.flush()
-          from.flush()
-          return moved
-        }
-        const pump = (async () => {
-          while (running) {
-            if (relay(a, b) + relay(b, a) === 0) await Promise.race([a.waitForWork(10), b.waitForWork(10)])
-          }
-        })()
-        const t0 = performance.now()
-        const rxBefore = portA.counters().rxBytes
-        const relayGbps = await iperf('203.0.113.1')
-        const kernelToJsGbps = ((portA.counters().rxBytes - rxBefore) * 8) / ((performance.now() - t0) / 1000) / 1e9
-        running = false
-        await pump
-        results.push({ name: 'TCP via JS relay (tun vnet_hdr), iperf3', value: Number(relayGbps.toFixed(2)), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: Number(kernelGbps.toFixed(2)), higherIsBetter: true })
-        results.push({ name: 'TCP bytes kernel -> JS (tun vnet_hdr)', value: Number(kernelToJsGbps.toFixed(2)), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: Number(kernelGbps.toFixed(2)), higherIsBetter: true })
-      } finally {
-        await portA.close()
-        await portB.close()
       }
     }
   } finally {
