@@ -13,9 +13,9 @@
 // Everything on the data path works on preallocated typed arrays and one
 // reused Decision; time is injected so tests and captures replay exactly.
 import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, keyIpVersion, keyProtocol, type FlowKeyFields, type Prefix, writeKey, readKey, PROTO_ICMP, PROTO_ICMPV6 } from './key.js'
-import { extractFlowKey, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
+import { extractFlowKey, extractFlowKeyFast, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
 import { OWNER_DROP, OWNER_KERNEL, RuleSet } from './rules.js'
-import { ExactTable } from './table.js'
+import { ExactTable, hashWords } from './table.js'
 
 export const enum Reason {
   Flow = 0,
@@ -49,6 +49,52 @@ export class Decision {
   held = false
   /** For a later fragment: the token of the first fragment whose decision it took; otherwise -1. */
   fragmentOf = -1
+}
+
+/** classifyBatch's owner for a later fragment that is being held (its decision comes through onFragmentRelease). */
+export const OWNER_HELD = -3
+
+/**
+ * Descriptors in and decisions out for Classifier.classifyBatch: packets at
+ * `offsets[i]`, `lengths[i]` of one buffer (a port arena or pool), and per
+ * packet the owner (instance index, OWNER_KERNEL, OWNER_DROP or OWNER_HELD),
+ * the deciding rule's global id (-1 when none) and the Reason. Allocate one
+ * per ring and reuse it; nothing here allocates per packet.
+ */
+export class PacketBatch {
+  readonly capacity: number
+  count = 0
+  readonly offsets: Int32Array
+  readonly lengths: Int32Array
+  /** Identifies a held later fragment in onFragmentRelease (a buffer index, a frame number). */
+  readonly tokens: Float64Array
+  readonly owners: Int32Array
+  readonly rules: Int32Array
+  readonly reasons: Uint8Array
+
+  constructor(capacity = 256) {
+    this.capacity = capacity
+    this.offsets = new Int32Array(capacity)
+    this.lengths = new Int32Array(capacity)
+    this.tokens = new Float64Array(capacity)
+    this.owners = new Int32Array(capacity)
+    this.rules = new Int32Array(capacity)
+    this.reasons = new Uint8Array(capacity)
+  }
+
+  /** Appends a packet; returns false when the batch is full. */
+  add(offset: number, length: number, token = 0): boolean {
+    if (this.count === this.capacity) return false
+    const i = this.count++
+    this.offsets[i] = offset
+    this.lengths[i] = length
+    this.tokens[i] = token
+    return true
+  }
+
+  clear(): void {
+    this.count = 0
+  }
 }
 
 export interface ClassifierPort {
@@ -134,6 +180,16 @@ export class Classifier {
   readonly spoofCounts = new Float64Array(SPOOF_REASON_NAMES.length)
   /** Decisions that could not be cached because the flow table was full. */
   flowTableFull = 0
+
+  /** Bumped whenever flows are removed, so batch lookups know their prefetched record indexes still hold. */
+  private flowRemovals = 0
+  // Batch scratch (see classifyBatch), grown to the largest batch seen.
+  private batchKeys = new Uint32Array(256 * KEY_WORDS)
+  private batchHashes = new Uint32Array(256)
+  private batchRecords = new Int32Array(256)
+  private readonly missKey = new Uint32Array(KEY_WORDS)
+  /** Keeps the batch prefetch reads observable, so the JIT cannot drop them. */
+  prefetchSink = 0
 
   private readonly decision = new Decision()
   private readonly releaseDecision = new Decision()
@@ -235,6 +291,7 @@ export class Classifier {
     const record = this.flows.delete(this.scratch, 0)
     if (record < 0) return false
     this.freeRecords[this.freeCount++] = record
+    this.flowRemovals++
     return true
   }
 
@@ -256,6 +313,7 @@ export class Classifier {
       if (this.records[record * RECORD_WORDS + R_OWNER] === instance) doomed.push(keys.slice(off, off + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    this.flowRemovals++
     const listeners: Uint32Array[] = []
     this.listeners.forEach((keys, off, owner) => {
       if (owner === instance) listeners.push(keys.slice(off, off + KEY_WORDS))
@@ -272,6 +330,7 @@ export class Classifier {
       if (this.records[record * RECORD_WORDS + R_KIND] === FLOW_DECIDED && this.records[record * RECORD_WORDS + R_LAST_SEEN] < cutoff) doomed.push(keys.slice(off, off + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    this.flowRemovals++
     return doomed.length
   }
 
@@ -403,6 +462,12 @@ export class Classifier {
    */
   classifyPacket(buf: Uint8Array, off: number, len: number, link: LinkKind, portIndex: number, direction: Direction, token = 0): Decision {
     const info = this.info
+    if (extractFlowKeyFast(buf, off, len, link, portIndex, direction, info.key, 0)) {
+      info.fragment = FragmentKind.None
+      info.fragmentId = 0
+      info.arpSenderAddress = -1
+      return this.classifyKey(info.key, direction, len)
+    }
     const status = extractFlowKey(buf, off, len, link, portIndex, direction, info)
     if (status !== ParseStatus.Ok) {
       return this.count(this.defaultDecision(portIndex, status === ParseStatus.NotIp ? Reason.NotIp : Reason.ParseError, this.decision))
@@ -444,6 +509,101 @@ export class Classifier {
       return decision
     }
     return this.count(this.defaultDecision(portIndex, Reason.FragmentOverflow, decision))
+  }
+
+  /**
+   * Classifies a batch of packets of one buffer, in order, with the same
+   * decisions, counters and flow caching as classifyPacket on each in turn;
+   * results land in `batch.owners`, `batch.rules` and `batch.reasons`.
+   *
+   * Why a batch is faster than a loop of classifyPacket: with 100 000 flows
+   * the flow table and its records are far larger than the caches, and
+   * one packet's lookup is a chain of dependent misses (packet bytes, then
+   * the slot, then the record). Here the work goes in stages over the whole
+   * batch (read every packet's first byte; parse and hash every key and read
+   * its home slot; find every record and read it; then decide in order), so
+   * each stage's misses are independent and overlap in the memory system.
+   * The clock is read once per batch. Packets the fast parser does not take
+   * (fragments, VLAN tags, extension headers, non-IP, malformed) and new
+   * flows go through the one-packet path at their place in the order.
+   */
+  classifyBatch(buf: Uint8Array, batch: PacketBatch, link: LinkKind, portIndex: number, direction: Direction): void {
+    const n = batch.count
+    if (this.batchHashes.length < n) {
+      // Grown once to the largest batch, never per packet.
+      this.batchKeys = new Uint32Array(n * KEY_WORDS)
+      this.batchHashes = new Uint32Array(n)
+      this.batchRecords = new Int32Array(n)
+    }
+    const offsets = batch.offsets
+    const lengths = batch.lengths
+    const keys = this.batchKeys
+    const hashes = this.batchHashes
+    const found = this.batchRecords
+    const flows = this.flows
+    const records = this.records
+    let sink = 0
+    const size = buf.length
+    for (let i = 0; i < n; i++) {
+      const offset = offsets[i]
+      if (offset >= 0 && offset < size) sink |= buf[offset]
+    }
+    for (let i = 0; i < n; i++) {
+      if (extractFlowKeyFast(buf, offsets[i], lengths[i], link, portIndex, direction, keys, i * KEY_WORDS)) {
+        const hash = hashWords(keys, i * KEY_WORDS, KEY_WORDS)
+        hashes[i] = hash
+        sink |= flows.touch(hash)
+        found[i] = -1
+      } else found[i] = -2
+    }
+    for (let i = 0; i < n; i++) {
+      if (found[i] === -2) continue
+      const record = flows.getHashed(keys, i * KEY_WORDS, hashes[i])
+      found[i] = record
+      if (record >= 0) sink |= records[record * RECORD_WORDS + R_PACKETS]
+    }
+    this.prefetchSink = sink
+
+    const now = this.now()
+    const removals = this.flowRemovals
+    const owners = batch.owners
+    const rules = batch.rules
+    const reasons = batch.reasons
+    const ownerCounts = this.ownerCounts
+    let flowHits = 0
+    for (let i = 0; i < n; i++) {
+      let record = found[i]
+      if (record === -2) {
+        const decision = this.classifyPacket(buf, offsets[i], lengths[i], link, portIndex, direction, batch.tokens[i])
+        owners[i] = decision.held ? OWNER_HELD : decision.owner
+        rules[i] = decision.rule
+        reasons[i] = decision.reason
+        continue
+      }
+      // A miss may have become a hit (an earlier packet of this batch opened
+      // the flow), and a hit may be stale if a callback removed flows.
+      if (record < 0 || this.flowRemovals !== removals) record = flows.getHashed(keys, i * KEY_WORDS, hashes[i])
+      if (record < 0) {
+        const key = this.missKey
+        for (let w = 0; w < KEY_WORDS; w++) key[w] = keys[i * KEY_WORDS + w]
+        const decision = this.classifyKey(key, direction, lengths[i])
+        owners[i] = decision.owner
+        rules[i] = decision.rule
+        reasons[i] = decision.reason
+        continue
+      }
+      const at = record * RECORD_WORDS
+      const owner = records[at + R_OWNER]
+      owners[i] = owner
+      rules[i] = records[at + R_RULE]
+      reasons[i] = Reason.Flow
+      records[at + R_PACKETS]++
+      records[at + R_BYTES] += lengths[i]
+      records[at + R_LAST_SEEN] = now
+      ownerCounts[owner >= 0 ? owner + 2 : -1 - owner]++
+      flowHits++
+    }
+    this.reasonCounts[Reason.Flow] += flowHits
   }
 
   private datagramKey(info: PacketInfo): Uint32Array {

@@ -167,3 +167,89 @@ function readPorts(buf: Uint8Array, at: number, end: number, protocol: number, d
   key[W_PORTS] = direction === Direction.In ? ((dst << 16) | src) >>> 0 : ((src << 16) | dst) >>> 0
   return ParseStatus.Ok
 }
+
+/**
+ * The common case read at fixed offsets, without the views: an unfragmented
+ * IPv4 packet (any protocol, options allowed) or an IPv6 packet whose next
+ * header is TCP or UDP, on an IP link or untagged Ethernet. Writes the flow
+ * key to `key[keyOff..keyOff+KEY_WORDS)` and returns true; returns false for
+ * anything else (VLAN tags, extension headers, fragments, ARP, malformed
+ * lengths), and the caller takes the full path (extractFlowKey), which
+ * decides those cases. For every packet it accepts, it writes the same key
+ * as extractFlowKey.
+ */
+export function extractFlowKeyFast(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  link: LinkKind,
+  portIndex: number,
+  direction: Direction,
+  key: Uint32Array,
+  keyOff: number,
+): boolean {
+  let at = off
+  const end = off + len
+  if (off < 0 || len < 0 || end > buf.length) return false
+  if (link === LinkKind.Ethernet) {
+    if (len < 14) return false
+    const ethertype = (buf[off + 12] << 8) | buf[off + 13]
+    at += 14
+    if (ethertype === ETHERTYPE_IPV4) {
+      if (at >= end || buf[at] >>> 4 !== 4) return false
+    } else if (ethertype === ETHERTYPE_IPV6) {
+      if (at >= end || buf[at] >>> 4 !== 6) return false
+    } else return false
+  } else if (at >= end) return false
+  const first = buf[at]
+  const inbound = direction === Direction.In
+  if (first >>> 4 === 4) {
+    const headerLength = (first & 0x0f) << 2
+    if (headerLength < 20 || at + headerLength > end) return false
+    const totalLength = (buf[at + 2] << 8) | buf[at + 3]
+    if (totalLength < headerLength || at + totalLength > end) return false
+    // More-fragments flag or a fragment offset: the full path tracks datagrams.
+    if ((((buf[at + 6] << 8) | buf[at + 7]) & 0x3fff) !== 0) return false
+    const protocol = buf[at + 9]
+    const src = ((buf[at + 12] << 24) | (buf[at + 13] << 16) | (buf[at + 14] << 8) | buf[at + 15]) >>> 0
+    const dst = ((buf[at + 16] << 24) | (buf[at + 17] << 16) | (buf[at + 18] << 8) | buf[at + 19]) >>> 0
+    let ports = 0
+    if (protocol === 6 || protocol === 17) {
+      const l4 = at + headerLength
+      if (l4 + 4 > at + totalLength) return false
+      const sport = (buf[l4] << 8) | buf[l4 + 1]
+      const dport = (buf[l4 + 2] << 8) | buf[l4 + 3]
+      ports = inbound ? ((dport << 16) | sport) >>> 0 : ((sport << 16) | dport) >>> 0
+    }
+    key[keyOff + W_META] = ((4 << 24) | (protocol << 16) | (portIndex & 0xffff)) >>> 0
+    key[keyOff + W_LOCAL] = inbound ? dst : src
+    key[keyOff + W_LOCAL + 1] = 0
+    key[keyOff + W_LOCAL + 2] = 0
+    key[keyOff + W_LOCAL + 3] = 0
+    key[keyOff + W_REMOTE] = inbound ? src : dst
+    key[keyOff + W_REMOTE + 1] = 0
+    key[keyOff + W_REMOTE + 2] = 0
+    key[keyOff + W_REMOTE + 3] = 0
+    key[keyOff + W_PORTS] = ports
+    return true
+  }
+  if (first >>> 4 !== 6 || at + 40 > end) return false
+  const protocol = buf[at + 6]
+  if (protocol !== 6 && protocol !== 17) return false
+  const payloadEnd = at + 40 + ((buf[at + 4] << 8) | buf[at + 5])
+  // Fewer than 4 payload bytes (or a jumbogram's zero length): the full path reports it.
+  if (payloadEnd > end || payloadEnd < at + 44) return false
+  const localAt = inbound ? at + 24 : at + 8
+  const remoteAt = inbound ? at + 8 : at + 24
+  for (let i = 0; i < 4; i++) {
+    const l = localAt + 4 * i
+    const r = remoteAt + 4 * i
+    key[keyOff + W_LOCAL + i] = ((buf[l] << 24) | (buf[l + 1] << 16) | (buf[l + 2] << 8) | buf[l + 3]) >>> 0
+    key[keyOff + W_REMOTE + i] = ((buf[r] << 24) | (buf[r + 1] << 16) | (buf[r + 2] << 8) | buf[r + 3]) >>> 0
+  }
+  const sport = (buf[at + 40] << 8) | buf[at + 41]
+  const dport = (buf[at + 42] << 8) | buf[at + 43]
+  key[keyOff + W_META] = ((6 << 24) | (protocol << 16) | (portIndex & 0xffff)) >>> 0
+  key[keyOff + W_PORTS] = inbound ? ((dport << 16) | sport) >>> 0 : ((sport << 16) | dport) >>> 0
+  return true
+}

@@ -55,6 +55,22 @@ export class ExactTable {
     return slot < 0 ? -1 : this.slots[slot * this.stride] - 1
   }
 
+  /** Like get, with the key's hashWords value already computed (batch lookups hash first, probe later). */
+  getHashed(key: Uint32Array, off: number, hash: number): number {
+    const slot = this.find(key, off, hash)
+    return slot < 0 ? -1 : this.slots[slot * this.stride] - 1
+  }
+
+  /**
+   * Reads the first word of the key's home slot and returns it. Batch
+   * lookups call this for every key of a batch before probing any: the reads
+   * are independent, so their cache misses overlap instead of queueing one
+   * after another (a software prefetch; JavaScript has no prefetch hint).
+   */
+  touch(hash: number): number {
+    return this.slots[(hash & this.mask) * this.stride]
+  }
+
   private find(key: Uint32Array, off: number, hash: number): number {
     const width = this.width
     const stride = this.stride
