@@ -16,7 +16,7 @@
 // first to the last payload-carrying read. iperf3's receiver figure is
 // reported too, as a cross-check.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -103,6 +103,13 @@ export function tcpPayloadBytes(bytes: Uint8Array, length: number): number {
   const l4 = (bytes[ip + l3 + 12] >> 4) * 4
   const payload = length - ip - l3 - l4
   return payload > 0 ? payload : 0
+}
+
+/** User+system CPU seconds of the calling thread (the JS thread), from /proc/thread-self/stat. */
+function threadCpuSeconds(): number {
+  const stat = readFileSync('/proc/thread-self/stat', 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks; USER_HZ is 100 on Linux
 }
 
 const gbps = (bytes: number, seconds: number): number => (seconds > 0 ? (bytes * 8) / seconds / 1e9 : 0)
@@ -192,6 +199,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
       }
       const rxBefore = portA.counters()
       const cpuBefore = process.cpuUsage()
+      const jsThreadBefore = threadCpuSeconds()
       const wakeBefore = portA.errorCounters().wakeups
       const pump = (async () => {
         while (running) {
@@ -204,6 +212,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
       const rxAfter = portA.counters()
       const cpu = process.cpuUsage(cpuBefore)
       const jsCpu = (cpu.user + cpu.system) / 1e6
+      const jsThreadCpu = threadCpuSeconds() - jsThreadBefore
       const wakeAfter = portA.errorCounters().wakeups
       const jsGbps = gbps(jsPayload, (last - first) / 1000)
       const reads = rxAfter.rxPackets - rxBefore.rxPackets
@@ -216,6 +225,7 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
       // (JS thread + I/O threads + the kernel work done in their syscalls),
       // which does not depend on how many cores the machine's other load left us.
       results.push({ name: 'relay CPU per GB of TCP payload (nexus+JS)', value: round2(jsPayload > 0 ? jsCpu / (jsPayload / 1e9) : 0), unit: 's/GB', baseline: 'C relay loop, same TUNs', baselineValue: round2(cPayload > 0 ? cCpu / (cPayload / 1e9) : 0), higherIsBetter: false })
+      results.push({ name: 'JS thread CPU per GB of TCP payload', value: round2(jsPayload > 0 ? jsThreadCpu / (jsPayload / 1e9) : 0), unit: 's/GB', baseline: 'whole nexus process (JS + I/O threads)', baselineValue: round2(jsPayload > 0 ? jsCpu / (jsPayload / 1e9) : 0), higherIsBetter: false })
       results.push({ name: 'TCP payload per nexus read (tun vnet_hdr)', value: reads > 0 ? Math.round(jsPayload / reads) : 0, unit: 'bytes', baseline: 'per C relay read: n/a, 64 KiB max', baselineValue: 65536, higherIsBetter: true })
       results.push({ name: 'nexus reads per doorbell (tun vnet_hdr)', value: doorbells > 0 ? round2(reads / doorbells) : reads, unit: 'reads', baseline: 'reads per I/O-thread wakeup', baselineValue: wakeups > 0 ? round2(reads / wakeups) : reads, higherIsBetter: true })
     } finally {
