@@ -3,6 +3,7 @@
 // answers the control requests (stat, flows, reload).
 import { loadTlsDefaults, type TlsConfigLike } from '../stacks/sockets/tls-config.js'
 import { execFileSync } from 'node:child_process'
+import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
 import { create } from '@bufbuild/protobuf'
 import {
   CounterFamilySchema,
@@ -27,6 +28,7 @@ import { InstanceHost } from './host/instance.js'
 import type { CounterFamilies } from './host/messages.js'
 import { Switch, SWITCH_DROP_NAMES, type SwitchPortSpec } from './switch.js'
 import { HostTapFallback } from './host-tap.js'
+import { KernelPorts } from './kernel-ports.js'
 
 export type RuntimeLog = (source: string, level: 'info' | 'warn' | 'error', message: string) => void
 
@@ -81,10 +83,17 @@ export class Runtime {
   private stopped = false
   private readonly log: RuntimeLog
 
-  private constructor(loaded: LoadedConfig, ports: NexusPort[], hosts: (HostTapFallback | undefined)[], options: RuntimeOptions) {
+  /** Kernel sockets reserving instance ports on shared addresses, when a host TAP shares any. */
+  private readonly kernelPorts: KernelPorts | undefined
+  /** Per instance: "address port" reservations it holds. */
+  private readonly reservations: Set<string>[]
+
+  private constructor(loaded: LoadedConfig, ports: NexusPort[], hosts: (HostTapFallback | undefined)[], kernelPorts: KernelPorts | undefined, options: RuntimeOptions) {
     this.loaded = loaded
     this.ports = ports
     this.hosts = hosts
+    this.kernelPorts = kernelPorts
+    this.reservations = loaded.config.instances.map(() => new Set())
     this.log = options.log ?? ((source, level, message) => console.error(`[${source}] ${level}: ${message}`))
     const config = loaded.config
     this.classifier = classifierFromConfig(config)
@@ -99,11 +108,14 @@ export class Runtime {
     // An instance on an address it shares with the kernel (a host TAP's) takes
     // the kernel's MAC too, unless configured: a peer's neighbour cache holds
     // one MAC per address, and the classifier sorts kernel from instance.
-    const macs = config.instances.map((inst, i) => {
+    const sharedAddresses = config.instances.map((inst) => {
       const host = hosts[portIndex.get(inst.port) ?? 0]
       const hostAddresses = new Set((host?.addresses ?? []).map(addressOnly))
-      const shares = inst.addresses.some((a) => hostAddresses.has(addressOnly(a)))
-      return instanceMac(inst.mac, inst.name, i, shares ? host?.mac : undefined)
+      return inst.addresses.map(addressOnly).filter((a) => hostAddresses.has(a))
+    })
+    const macs = config.instances.map((inst, i) => {
+      const host = hosts[portIndex.get(inst.port) ?? 0]
+      return instanceMac(inst.mac, inst.name, i, sharedAddresses[i].length > 0 ? host?.mac : undefined)
     })
     this.switch = new Switch(
       this.classifier,
@@ -134,8 +146,11 @@ export class Runtime {
         reportIntervalMs: options.reportIntervalMs,
         portIndex: portIndex.get(inst.port) ?? 0,
         kernelRules: port.info.kind === 'afpacket',
+        ...(kernelPorts !== undefined && sharedAddresses[index].length > 0 ? { kernelPorts: { procNet: kernelPorts.procNet, shared: sharedAddresses[index] } } : {}),
+        onListener: (ipVersion, localAddress, localPort, open) => this.reserveInKernel(index, sharedAddresses[index], ipVersion, localAddress, localPort, open),
         rules: () => [...this.classifier.ruleSet.rules],
         onFailure: (i) => {
+          this.releaseReservations(i)
           const probes = this.switch.resetFlowsOf(i)
           if (probes > 0) this.log(inst.name, 'warn', `resetting the peers of ${probes} connection(s)`)
         },
@@ -152,6 +167,40 @@ export class Runtime {
   }
 
   private readonly idleSweep: NodeJS.Timeout
+
+  /** An instance listener on an address shared with the kernel: hold the port in the kernel too. */
+  private reserveInKernel(instance: number, shared: readonly string[], ipVersion: 4 | 6, localAddress: string, localPort: number, open: boolean): void {
+    const kernelPorts = this.kernelPorts
+    if (kernelPorts === undefined || shared.length === 0) return
+    const any = localAddress === '0.0.0.0' || localAddress === '::'
+    const name = this.instances[instance].name
+    for (const address of shared) {
+      if (address.includes(':') !== (ipVersion === 6) || (!any && address !== addressOnly(localAddress))) continue
+      const key = `${address} ${localPort}`
+      if (open) {
+        this.reservations[instance].add(key)
+        void kernelPorts.reserve(address, localPort).then((answer) => {
+          // The worker checked before listening; the kernel may have taken it since.
+          if (answer !== 'ok') this.log(name, 'warn', `cannot reserve ${address}:${localPort} in the kernel: ${answer}`)
+        })
+      } else if (this.reservations[instance].delete(key)) {
+        void kernelPorts.release(address, localPort)
+      }
+    }
+  }
+
+  private releaseReservations(instance: number): void {
+    for (const key of this.reservations[instance]) {
+      const [address, port] = key.split(' ')
+      void this.kernelPorts?.release(address, Number(port))
+    }
+    this.reservations[instance].clear()
+  }
+
+  /** Kernel reservations held, as "address port" (for stat and tests). */
+  kernelReservations(instance: number): string[] {
+    return [...this.reservations[instance]]
+  }
 
   /** Opens every port, then starts the switch and the instances. Config errors throw before anything opens. */
   static async start(source: string | LoadedConfig, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -220,7 +269,17 @@ export class Runtime {
       throw err
     }
     while (hosts.length < ports.length) hosts.push(undefined)
-    const runtime = new Runtime(loaded, ports, hosts, options)
+    let kernelPorts: KernelPorts | undefined
+    if (hosts.some((host) => host !== undefined)) {
+      try {
+        kernelPorts = await KernelPorts.start(options.netns)
+      } catch (err) {
+        for (const host of hosts) await host?.close()
+        for (const port of ports) await port.close().catch(() => {})
+        throw err
+      }
+    }
+    const runtime = new Runtime(loaded, ports, hosts, kernelPorts, options)
     for (const [name, peer] of peers) runtime.memoryPeers.set(name, peer)
     runtime.switch.start()
     for (const host of runtime.instances) host.start()
@@ -323,6 +382,7 @@ export class Runtime {
     if (this.stopped) return
     clearInterval(this.idleSweep)
     await Promise.all(this.instances.map((host) => host.stop()))
+    this.kernelPorts?.close()
     await this.switch.stop()
     this.stopped = true
     for (const host of this.hosts) await host?.close()
@@ -331,9 +391,12 @@ export class Runtime {
   }
 }
 
+/** The address of "addr/len", canonical (as the stacks format it). */
 function addressOnly(cidr: string): string {
   const slash = cidr.indexOf('/')
-  return (slash < 0 ? cidr : cidr.slice(0, slash)).toLowerCase()
+  const text = slash < 0 ? cidr : cidr.slice(0, slash)
+  const address = parseIpAddress(text)
+  return address === null ? text : formatIpAddress(address)
 }
 
 /** The path of the first port/instance difference, or null when only rules (and others) differ. */

@@ -9,6 +9,8 @@ import { createStack } from '../../stacks/sockets/stack.js'
 import { formatIpAddress, type IpAddress } from '../../stacks/wire/address.js'
 import { channelPort } from './channel-port.js'
 import { ConnectPolicy } from './connect-policy.js'
+import { kernelListens } from '../kernel-ports.js'
+import { TcpError } from '../../stacks/core/tcp/types.js'
 import type { ConnectionReport, CounterFamilies, InstanceTask, RuntimeMessage, WorkerMessage } from './messages.js'
 
 export interface AppContext {
@@ -59,7 +61,18 @@ export default async function hostInstance(task: InstanceTask): Promise<{ stoppe
       post({ type, ipVersion: local.version === 6 ? 6 : 4, localAddress: formatIpAddress(local), localPort })
     }
   }
+  // One port namespace (DESIGN.md §5): on an address shared with the kernel,
+  // a port the kernel listens on is the kernel's.
+  const shared = task.kernelPorts?.shared ?? []
   layer.listen = (local, localPort, backlog, onConnection) => {
+    if (task.kernelPorts !== undefined && shared.length > 0) {
+      const candidates = local === null ? shared : shared.filter((a) => a === formatIpAddress(local))
+      for (const address of candidates) {
+        if (kernelListens(task.kernelPorts.procNet, address.includes(':') ? 6 : 4, address, localPort)) {
+          throw new TcpError('EADDRINUSE', `port ${localPort} on ${address} belongs to the kernel`)
+        }
+      }
+    }
     const listener = listen(local, localPort, backlog, onConnection)
     announce('listen', local, localPort)
     return listener

@@ -41,6 +41,10 @@ export interface InstanceHostOptions {
   rules?: () => RuleSpec[]
   /** The port owns a wire (AF_PACKET): connects a rule gives to the kernel go to node:net. */
   kernelRules?: boolean
+  /** Addresses shared with the kernel and where its listeners show (one port namespace). */
+  kernelPorts?: { procNet: string; shared: string[] }
+  /** A listener opened (true) or closed (false) in the instance. */
+  onListener?: (ipVersion: 4 | 6, localAddress: string, localPort: number, open: boolean) => void
 }
 
 export function restartDelay(policy: { backoffInitialMs: number; backoffMaxMs: number }, attempt: number): number {
@@ -154,6 +158,7 @@ export class InstanceHost {
       control: port2,
       reportIntervalMs: this.reportIntervalMs,
       connectPolicy: { addresses: [...config.addresses], routes: routes(config), rules: this.options.rules?.() ?? [], portIndex: this.options.portIndex ?? 0, kernelRules: this.options.kernelRules === true },
+      ...(this.options.kernelPorts !== undefined ? { kernelPorts: this.options.kernelPorts } : {}),
     }
     const run = this.pool.run(task, { transferList: [port2] as never, signal: abort.signal })
     this.task = run
@@ -175,9 +180,11 @@ export class InstanceHost {
         break
       case 'listen':
         sw.registerListener(index, message.ipVersion, message.localAddress, message.localPort)
+        this.options.onListener?.(message.ipVersion, message.localAddress, message.localPort, true)
         break
       case 'unlisten':
         sw.releaseListener(index, message.ipVersion, message.localAddress, message.localPort)
+        this.options.onListener?.(message.ipVersion, message.localAddress, message.localPort, false)
         break
       case 'connections':
         sw.reconcile(index, message.open, this.reportIntervalMs * 4)

@@ -27,6 +27,8 @@ export interface InstanceTask {
   reportIntervalMs: number
   /** What the worker needs to decide which connects the kernel serves (DESIGN.md §5). */
   connectPolicy: ConnectPolicySpec
+  /** Addresses the instance shares with the kernel, and where to see the kernel's listeners (one port namespace). */
+  kernelPorts?: { procNet: string; shared: string[] }
 }
 
 /** A connection as the worker reports it; addresses in text form. */

@@ -2,7 +2,9 @@
 // one end of a veth, a host TAP carries the kernel's address and MAC. From
 // the peer namespace on the other end: curl to the host address on the
 // instance's port reaches the instance, curl to another port reaches a
-// kernel server in the host namespace, ping is answered by the kernel.
+// kernel server in the host namespace, ping is answered by the kernel. One
+// port namespace: the instance's port is reserved in the kernel, and the
+// kernel's port is refused to the instance with EADDRINUSE.
 // Needs root (network namespaces): fails, never skips, without it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChildProcess } from 'node:child_process'
@@ -14,7 +16,7 @@ import { parseConfigJson } from '../../runtime/config/index.js'
 import { Runtime } from '../../runtime/runtime.js'
 import { cleanupNamespaces, createNamespace, createVethPair, deleteNamespace, execIn, ip, runIn, spawnIn } from '../helpers/netns.js'
 
-const examples = fileURLToPath(new URL('../../examples/demo/', import.meta.url))
+const apps = fileURLToPath(new URL('../runtime/apps/', import.meta.url))
 const HOST = '198.51.100.1'
 const PEER = '198.51.100.9'
 let hostNs = ''
@@ -22,6 +24,7 @@ let peerNs = ''
 let runtime: Runtime | undefined
 let kernelServer: ChildProcess | undefined
 let served = ''
+const logs: string[] = []
 
 beforeAll(async () => {
   cleanupNamespaces('fs-rtaf-')
@@ -37,6 +40,12 @@ beforeAll(async () => {
   // sees the frames before that; a NIC's wire carries them complete. Ask the
   // peer's kernel for complete checksums, as a real wire would have.
   expect(execIn(peerNs, ['ethtool', '-K', 'fsap0', 'tx', 'off']).status).toBe(0)
+  // A kernel server in the host namespace, on every address (so also the one the TAP will carry).
+  served = mkdtempSync(join(tmpdir(), 'fs-rtaf-'))
+  writeFileSync(join(served, 'index.html'), 'served by the kernel\n')
+  kernelServer = spawnIn(hostNs, ['python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', served])
+  const deadline = Date.now() + 10000
+  while (Date.now() < deadline && !execIn(hostNs, ['ss', '-ltnH', 'sport = :8080']).stdout.includes('8080')) await new Promise((r) => setTimeout(r, 100))
   const loaded = parseConfigJson(
     {
       ports: [
@@ -47,18 +56,12 @@ beforeAll(async () => {
         },
       ],
       // The instance shares the kernel's address; its listener claims port 80.
-      instances: [{ name: 'web', app: join(examples, 'web.js'), port: 'wire', addresses: [`${HOST}/24`], settings: { httpPort: 80, bodyBytes: 1500 } }],
+      instances: [{ name: 'web', app: join(apps, 'shared-web.js'), port: 'wire', addresses: [`${HOST}/24`], settings: { httpPort: 80, kernelPort: 8080 } }],
     },
-    { baseDir: examples },
+    { baseDir: apps },
   )
-  runtime = await Runtime.start(loaded, { netns: hostNs, log: () => {} })
+  runtime = await Runtime.start(loaded, { netns: hostNs, log: (_source, _level, message) => logs.push(message) })
   await runtime.whenRunning()
-  // A kernel server in the host namespace, on the (moved) host address.
-  served = mkdtempSync(join(tmpdir(), 'fs-rtaf-'))
-  writeFileSync(join(served, 'index.html'), 'served by the kernel\n')
-  kernelServer = spawnIn(hostNs, ['python3', '-m', 'http.server', '8080', '--bind', HOST, '--directory', served])
-  const deadline = Date.now() + 10000
-  while (Date.now() < deadline && !execIn(hostNs, ['ss', '-ltnH', 'sport = :8080']).stdout.includes('8080')) await new Promise((r) => setTimeout(r, 100))
 }, 40000)
 
 afterAll(async () => {
@@ -94,7 +97,7 @@ describe('runtime on an AF_PACKET port with a host TAP', () => {
     expect(toInstance.stderr).toBe('')
     expect(toInstance.status).toBe(200)
     expect(toInstance.instance).toBe('web')
-    expect(toInstance.body.length).toBe(1500)
+    expect(toInstance.body).toBe('served by the instance\n')
 
     const toKernel = await curl(`http://${HOST}:8080/`)
     expect(toKernel.stderr).toBe('')
@@ -115,6 +118,19 @@ describe('runtime on an AF_PACKET port with a host TAP', () => {
     const kernelTcp = execIn(hostNs, ['nstat', '-az', 'TcpPassiveOpens']).stdout
     expect(Number(/TcpPassiveOpens\s+(\d+)/.exec(kernelTcp)?.[1] ?? -1)).toBe(1)
   }, 60000)
+
+  it('reserves the instance port in the kernel and refuses the kernel port to the instance', async () => {
+    expect(logs).toContain('listen 8080: EADDRINUSE')
+    expect(runtime!.kernelReservations(0)).toEqual([`${HOST} 80`])
+    // The reservation is a kernel socket: a kernel program cannot take the port.
+    const deadline = Date.now() + 5000
+    while (Date.now() < deadline && !execIn(hostNs, ['ss', '-ltnH', 'sport = :80']).stdout.includes(`${HOST}:80`)) await new Promise((r) => setTimeout(r, 50))
+    const bind = execIn(hostNs, ['python3', '-c', `import socket; s = socket.socket(); s.bind(('${HOST}', 80))`])
+    expect(bind.status).not.toBe(0)
+    expect(bind.stderr).toMatch(/Address already in use/)
+    // Another port on the shared address is the kernel's to take.
+    expect(execIn(hostNs, ['python3', '-c', `import socket; s = socket.socket(); s.bind(('${HOST}', 81))`]).status).toBe(0)
+  })
 
   it('gives the interface back to the kernel when it stops', async () => {
     await runtime!.stop()
