@@ -13,6 +13,13 @@
 // steered by the address they are about, and unclaimed frames between
 // instances by destination MAC.
 //
+// Kernel fallback per packet (DESIGN.md §5): a port that owns a wire
+// (AF_PACKET) may have a host TAP carrying the kernel's addresses and MAC.
+// Frames decided `kernel` are copied into it; what the kernel writes into it
+// is its own traffic and leaves on the wire unclassified (or goes to an
+// instance by MAC / neighbour target). Neighbour frames about an address an
+// instance shares with the kernel go to both, so both keep their caches.
+//
 // Flow registration: an instance's TCP SYN (connect) and SYN-ACK (accept)
 // register its flow before the anti-spoofing check, from an address the
 // instance owns only; listeners arrive from the instance worker, and flows
