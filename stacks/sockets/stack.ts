@@ -1,6 +1,7 @@
 // createStack: a complete flowstack stack in the calling thread, on any
 // NexusPort. The runtime hands the same object to apps in their instance
 // worker (DESIGN.md §4).
+import { withDefaultAgent } from './agent-args.js'
 import * as http from 'node:http'
 import type { Duplex } from 'node:stream'
 import { Agent as UndiciAgent, fetch as undiciFetch, type Dispatcher } from 'undici'
@@ -95,13 +96,7 @@ function createStackHttp(net: StackNet): StackHttp {
     }
   }
   const globalAgent = new StackAgent()
-  function withAgent(args: unknown[]): unknown[] {
-    const out = [...args]
-    const optionsIndex = typeof out[0] === 'object' && out[0] !== null && !(out[0] instanceof URL) ? 0 : typeof out[1] === 'object' && out[1] !== null ? 1 : -1
-    if (optionsIndex === -1) out.splice(1, 0, { agent: globalAgent })
-    else out[optionsIndex] = { agent: globalAgent, ...(out[optionsIndex] as object) }
-    return out
-  }
+  const withAgent = (args: unknown[]): unknown[] => withDefaultAgent(args, globalAgent)
   return {
     Agent: StackAgent,
     globalAgent,

@@ -3,6 +3,7 @@
 // instance's identity and policy (TlsDefaults) as defaults. Node's TLSSocket
 // runs over a StackSocket (wrapped as a stream, not a kernel handle), so
 // verification, ALPN, SNI and error codes are Node's own.
+import { withDefaultAgent } from './agent-args.js'
 import { constants as cryptoConstants, randomBytes } from 'node:crypto'
 import { channel } from 'node:diagnostics_channel'
 import { createWriteStream, type WriteStream } from 'node:fs'
@@ -403,13 +404,7 @@ export function createStackHttps(stackTls: StackTls): StackHttps {
     }
   }
   const globalAgent = new StackHttpsAgent()
-  function withAgent(args: unknown[]): unknown[] {
-    const out = [...args]
-    const optionsIndex = typeof out[0] === 'object' && out[0] !== null && !(out[0] instanceof URL) ? 0 : typeof out[1] === 'object' && out[1] !== null ? 1 : -1
-    if (optionsIndex === -1) out.splice(1, 0, { agent: globalAgent })
-    else out[optionsIndex] = { agent: globalAgent, ...(out[optionsIndex] as object) }
-    return out
-  }
+  const withAgent = (args: unknown[]): unknown[] => withDefaultAgent(args, globalAgent)
   return {
     Agent: StackHttpsAgent,
     globalAgent,

@@ -3,23 +3,10 @@ import type { CongestionControlFactory } from './congestion/types.js'
 
 export type { IpAddress }
 
-// Flag bits as in the TCP header (RFC 9293 §3.1); same values as stacks/wire/tcp.ts.
-export const FLAG_FIN = 0x01
-export const FLAG_SYN = 0x02
-export const FLAG_RST = 0x04
-export const FLAG_PSH = 0x08
-export const FLAG_ACK = 0x10
-export const FLAG_URG = 0x20
-
-/** TCP options (structurally the same as the wire layer's TcpRepr options). */
-export interface TcpOptions {
-  mss?: number
-  windowScale?: number
-  sackPermitted?: boolean
-  sack?: [number, number][]
-  /** [TSval, TSecr] */
-  timestamp?: [number, number]
-}
+// Flag bits and options as the wire layer defines them (RFC 9293 §3.1).
+export { TCP_FIN as FLAG_FIN, TCP_SYN as FLAG_SYN, TCP_RST as FLAG_RST, TCP_PSH as FLAG_PSH, TCP_ACK as FLAG_ACK, TCP_URG as FLAG_URG } from '../../wire/tcp.js'
+export type { TcpOptions } from '../../wire/tcp.js'
+import type { TcpOptions } from '../../wire/tcp.js'
 
 /**
  * A parsed segment header: structurally a subset of the wire layer's
