@@ -1626,8 +1626,10 @@ export class StackCore implements IpOutput {
     const route = this.routeFor(remote)
     if (route === undefined) return
     const entry = this.neighbors.get(route?.via ?? remote)
-    // Only an entry in use is refreshed; an INCOMPLETE one still needs its answer.
-    if (entry !== null && entry.hasMac && entry.state !== 'reachable') this.neighbors.confirm(entry.address, this.clock.now())
+    // Only an entry with a MAC is refreshed (an INCOMPLETE one still needs its
+    // answer); a REACHABLE one gets a fresh ReachableTime, as Linux's
+    // neigh_confirm does, so a busy connection never drops to STALE/PROBE.
+    if (entry !== null && entry.hasMac) this.neighbors.confirm(entry.address, this.clock.now())
   }
 
   nextIpv4Id(): number {

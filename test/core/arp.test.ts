@@ -174,6 +174,14 @@ describe('ARP (RFC 826)', () => {
     s.core.confirmReachable(ip('198.51.100.2'), ip('198.51.100.1'))
     expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('reachable')
     expect(s.link.take()).toHaveLength(0)
+    // A confirmation while REACHABLE restarts ReachableTime (Linux neigh_confirm):
+    // confirmed every 10 s, a busy path never goes STALE.
+    for (let i = 0; i < 10; i++) {
+      s.clock.advance(10_000)
+      s.core.poll()
+      expect(s.core.neighbors.get(ip('198.51.100.1'))!.state).toBe('reachable')
+      s.core.confirmReachable(ip('198.51.100.2'), ip('198.51.100.1'))
+    }
   })
 
   it('counts malformed ARP and never throws on garbage', () => {

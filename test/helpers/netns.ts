@@ -97,3 +97,20 @@ export function spawnIn(ns: string, cmd: string[]): ChildProcess {
 export function createVethPair(nsA: string, nameA: string, nameB: string, nsB: string = nsA): void {
   ip('-n', nsA, 'link', 'add', nameA, 'type', 'veth', 'peer', 'name', nameB, 'netns', nsB)
 }
+
+/** Resolves once a child process has printed `text` (stdout or stderr); rejects after `timeoutMs`. */
+export function waitForOutput(child: ChildProcess, text: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = ''
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for "${text}": ${seen}`)), timeoutMs)
+    const onData = (d: Buffer): void => {
+      seen += d.toString()
+      if (seen.includes(text)) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+  })
+}

@@ -16,7 +16,7 @@ import { openTun } from '../../nexus/ports/tun.js'
 import { createStack, type Stack } from '../../stacks/sockets/stack.js'
 import type { TlsDefaults } from '../../stacks/sockets/tls.js'
 import { makeTestCerts, type TestCerts } from '../fixtures/tls/certs.js'
-import { cleanupNamespaces, createNamespace, deleteNamespace, ip, runIn, spawnIn } from '../helpers/netns.js'
+import { cleanupNamespaces, createNamespace, deleteNamespace, ip, runIn, spawnIn, waitForOutput } from '../helpers/netns.js'
 
 const DEVICE = 'fstls0'
 const KERNEL = '198.51.100.1'
@@ -31,22 +31,6 @@ const children: ChildProcess[] = []
 
 function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
-}
-
-function waitForOutput(child: ChildProcess, text: string, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = ''
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for "${text}": ${seen}`)), timeoutMs)
-    const onData = (d: Buffer): void => {
-      seen += d.toString()
-      if (seen.includes(text)) {
-        clearTimeout(timer)
-        resolve()
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-  })
 }
 
 function stop(child: ChildProcess): Promise<void> {

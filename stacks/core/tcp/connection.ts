@@ -1236,6 +1236,7 @@ export class TcpConnection {
     this.sendBuffer.discard(dataAcked)
     this.sndUna = ack
     if (seqLt(this.sndNxt, this.sndUna)) this.sndNxt = this.sndUna
+    this.host.output.confirmReachable?.(this.local, this.remote)
     this.retries = 0
     this.persistProbes = 0
     this.softError = null

@@ -346,6 +346,10 @@ export class TcpTransport implements TransportProtocol, TcpOutput {
     return this.ip.pathMtu(local, remote)
   }
 
+  confirmReachable(local: IpAddress, remote: IpAddress): void {
+    this.ip.confirmReachable?.(local, remote)
+  }
+
   /** (Re)builds a template from the IP layer's resolved path; unusable while resolution is pending. */
   private buildTemplate(t: HeaderTemplate, local: IpAddress, remote: IpAddress, generation: number): void {
     this.templateCounters.rebuilt++

@@ -48,6 +48,12 @@ export interface TcpOutput {
    * connection state in `owner.outputState` (header templates).
    */
   sendSegment(local: IpAddress, remote: IpAddress, segment: TcpSegment, payload: TcpPayload | null, owner?: SegmentOwner | null): boolean
+  /**
+   * Optional: an ACK of new data arrived from remote, which proves the path
+   * works (RFC 4861 7.3.1 upper-layer reachability confirmation; Linux's
+   * dst_confirm), so the next hop stays REACHABLE without NUD probes.
+   */
+  confirmReachable?(local: IpAddress, remote: IpAddress): void
   /** Path MTU (IP packet size) towards remote. */
   pathMtu(local: IpAddress, remote: IpAddress): number
 }
