@@ -15,69 +15,16 @@
 // reader from the super-packets it read from A, divided by the time from the
 // first to the last payload-carrying read. iperf3's receiver figure is
 // reported too, as a cross-check.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import type { ChannelEnd } from '../nexus/channel/index.js'
 import { copyPacket, VIRTIO_HDR } from '../nexus/ports/native.js'
 import { openTun } from '../nexus/ports/tun.js'
 import type { BenchOptions, BenchResult } from './types.js'
+import { packageRoot, run, sh } from './native-procs.js'
 
 const PREFIX = 'fs-ntcp-'
-
-function sh(cmd: string, ...args: string[]): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 })
-}
-
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'bench', 'c', 'nexus_loop.c'))) return dir
-    dir = dirname(dir)
-  }
-  throw new Error('cannot find bench/c/nexus_loop.c')
-}
-
-interface Proc {
-  child: ChildProcess
-  done: Promise<string>
-  printed(text: string): Promise<void>
-}
-
-function run(ns: string, cmd: string[], timeoutMs = 30_000): Proc {
-  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const waiters: (() => void)[] = []
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString()
-    for (const w of waiters) w()
-  })
-  child.stderr!.on('data', () => {})
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const done = new Promise<string>((resolve) =>
-    child.on('close', () => {
-      clearTimeout(timer)
-      resolve(out)
-    }),
-  )
-  return {
-    child,
-    done,
-    printed: (text) =>
-      new Promise((resolve, reject) => {
-        if (out.includes(text)) return resolve()
-        const t = setTimeout(() => reject(new Error(`no "${text}" from ${cmd[0]}`)), 10_000)
-        waiters.push(() => {
-          if (out.includes(text)) {
-            clearTimeout(t)
-            resolve()
-          }
-        })
-      }),
-  }
-}
 
 function createNs(tag: string): string {
   const ns = `${PREFIX}${tag}`

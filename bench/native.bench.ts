@@ -8,72 +8,19 @@
 // sender (a C sendmmsg loop) sharing the machine's cores with the reader, for
 // the C loop and the nexus alike: compare them with each other, not with
 // the DESIGN.md §8 per-call costs.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import type { ChannelEnd } from '../nexus/channel/index.js'
 import { openAfPacket } from '../nexus/ports/afpacket.js'
 import type { NativePort } from '../nexus/ports/native.js'
 import { openTap } from '../nexus/ports/tap.js'
 import { openTun } from '../nexus/ports/tun.js'
 import type { BenchOptions, BenchResult } from './types.js'
+import { packageRoot, run, sh, type Proc } from './native-procs.js'
 
 const PREFIX = 'fs-nbench-'
 const PAYLOAD = 18 // 18-byte UDP payload: 46-byte IPv4 packets, 60-byte frames
-
-function sh(cmd: string, ...args: string[]): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 })
-}
-
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'bench', 'c', 'nexus_loop.c'))) return dir
-    dir = dirname(dir)
-  }
-  throw new Error('cannot find bench/c/nexus_loop.c')
-}
-
-interface Proc {
-  child: ChildProcess
-  done: Promise<string>
-  printed(text: string): Promise<void>
-}
-
-function run(ns: string, cmd: string[], timeoutMs = 30_000): Proc {
-  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const waiters: (() => void)[] = []
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString()
-    for (const w of waiters) w()
-  })
-  child.stderr!.on('data', () => {})
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const done = new Promise<string>((resolve) =>
-    child.on('close', () => {
-      clearTimeout(timer)
-      resolve(out)
-    }),
-  )
-  return {
-    child,
-    done,
-    printed: (text) =>
-      new Promise((resolve, reject) => {
-        if (out.includes(text)) return resolve()
-        const t = setTimeout(() => reject(new Error(`no "${text}" from ${cmd[0]}`)), 10_000)
-        waiters.push(() => {
-          if (out.includes(text)) {
-            clearTimeout(t)
-            resolve()
-          }
-        })
-      }),
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 

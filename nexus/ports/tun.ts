@@ -10,6 +10,9 @@ import { FlowstackError } from '../../common/errors.js'
 import type { NexusPort } from './port.js'
 import { channelDefaults, checkInterfaceName, checkMtu, NativePort, netnsPath, VIRTIO_HDR } from './native.js'
 
+/** Ethernet header bytes a TAP frame adds to the MTU (no VLAN tag). */
+const ETHERNET_HEADER = 14
+
 export interface KernelDeviceOptions {
   /** Interface name; a `%d` template (`fs%d`) lets the kernel pick. Default `fs%d`. */
   name?: string
@@ -55,11 +58,16 @@ export function validateKernelDeviceOptions(options: KernelDeviceOptions, linkHe
 }
 
 export async function openTun(options: KernelDeviceOptions = {}): Promise<NexusPort & NativePort> {
-  const channel = validateKernelDeviceOptions(options, 0)
+  return openKernelDevice('tun', options)
+}
+
+/** Opens a TUN (L3) or TAP (L2) device: the two differ only in kind and link header. */
+export async function openKernelDevice(kind: 'tun' | 'tap', options: KernelDeviceOptions): Promise<NexusPort & NativePort> {
+  const channel = validateKernelDeviceOptions(options, kind === 'tap' ? ETHERNET_HEADER : 0)
   const queues = options.queues ?? 1
   return NativePort.open(
     {
-      kind: 'tun',
+      kind,
       name: options.name ?? 'fs%d',
       netnsPath: netnsPath(options.netns),
       attach: options.attach === true,
@@ -71,9 +79,9 @@ export async function openTun(options: KernelDeviceOptions = {}): Promise<NexusP
       up: options.up ?? true,
       dropOnOverflow: options.dropOnOverflow === true,
     },
-    'tun',
-    'ip',
+    kind,
+    kind === 'tap' ? 'ethernet' : 'ip',
     channel,
-    `open tun ${options.name ?? ''}`.trim(),
+    `open ${kind} ${options.name ?? ''}`.trim(),
   )
 }
