@@ -1,6 +1,7 @@
 // net.Socket and net.Server over a flowstack TCP connection. The shapes,
 // events and errors follow Node's lib/net.js so that node:http, node:tls and
 // undici run over these sockets unchanged.
+import { randomInt } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { lookup as dnsLookup } from 'node:dns'
 import { isIP } from 'node:net'
@@ -11,6 +12,10 @@ import { TcpState, type TcpConnection } from '../core/tcp/connection.js'
 import type { TcpListener } from '../core/tcp/layer.js'
 import { TcpError, type TcpConnectionEvents, type TcpErrorCode } from '../core/tcp/types.js'
 import type { StackShell } from './shell.js'
+
+/** The IANA dynamic port range (RFC 6335), also what listen(0) picks from. */
+const EPHEMERAL_FIRST = 49152
+const EPHEMERAL_LAST = 65535
 
 /** Largest chunk pushed to the readable side at once. */
 const READ_CHUNK = 64 * 1024
@@ -645,6 +650,11 @@ export class StackServer extends EventEmitter {
       }
     }
     const port = requested === 0 ? this.pickPort(local) : requested
+    if (port < 0) {
+      // As on Linux when no ephemeral port is left for bind(0).
+      process.nextTick(() => this.emit('error', systemError('EADDRINUSE', { syscall: 'listen', address: host ?? '::', port: 0 })))
+      return this
+    }
     try {
       this.listener = this.shell.tcp.layer.listen(local, port, options.backlog ?? 511, (conn) => this.accept(conn))
     } catch (err) {
@@ -659,29 +669,26 @@ export class StackServer extends EventEmitter {
     return this
   }
 
+  /**
+   * A free port for listen(0): from a random point of the ephemeral range,
+   * the first one no listener holds; -1 when the range is exhausted.
+   */
   private pickPort(local: IpAddress | null): number {
     const layer = this.shell.tcp.layer
-    for (let attempt = 0; attempt < 64; attempt++) {
-      const port = 49152 + (this.shell.core.nextIpv4Id() * 7919 + attempt * 104729) % 16384
+    const first = randomInt(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1)
+    const span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+    for (let i = 0; i < span; i++) {
+      const port = EPHEMERAL_FIRST + ((first - EPHEMERAL_FIRST + i) % span)
       try {
-        const probe = layer.listen(local, port, 1, () => {})
-        layer.closeListener(probe)
+        layer.closeListener(layer.listen(local, port, 1, () => {}))
         return port
       } catch {
-        // in use: try another
+        // in use: try the next
       }
     }
-    for (let port = 49152; port <= 65535; port++) {
-      try {
-        const probe = layer.listen(local, port, 1, () => {})
-        layer.closeListener(probe)
-        return port
-      } catch {
-        // in use
-      }
-    }
-    return 0
+    return -1
   }
+
 
   private accept(conn: TcpConnection): void {
     if (this.closing) {

@@ -97,6 +97,19 @@ describe('stack.net over a memory wire', () => {
     first.close()
   })
 
+  it('listen(0) picks a free port from the ephemeral range, different for each server', async () => {
+    const [a] = await pair()
+    const servers = [a.net.createServer().listen(0), a.net.createServer().listen(0), a.net.createServer().listen(0)]
+    await Promise.all(servers.map((server) => once(server, 'listening')))
+    const ports = servers.map((server) => server.address()!.port)
+    for (const port of ports) {
+      expect(port).toBeGreaterThanOrEqual(49152)
+      expect(port).toBeLessThanOrEqual(65535)
+    }
+    expect(new Set(ports).size).toBe(3)
+    for (const server of servers) server.close()
+  })
+
   it('half-closes with allowHalfOpen and delivers the reply after our FIN', async () => {
     const [a, b] = await pair()
     const server = a.net.createServer({ allowHalfOpen: true }, (socket) => {
