@@ -1,8 +1,15 @@
 // TCP payload kernel -> JavaScript through vnet_hdr TUNs (issue 3's 10 Gbit/s
-// target), next to a plain C relay on the same devices and the kernel's own
-// TCP over a veth pair, all in the same run.
+// target), all in the same run, next to the kernel's own TCP over a veth pair.
 //
-// Setup: iperf3 client in namespace A sends to a server in namespace B; A
+// 1. JavaScript as the TCP receiver (the direct reading of the target): a
+//    kernel TCP sender (bench/c/nexus_loop.c tcp-send) in namespace A writes
+//    to 203.0.113.1, routed into vnet_hdr TUN fsnta (TSO on, so reads are
+//    64 KiB super-packets). The nexus reads them (one I/O thread) and a JS
+//    thread runs bench/native-tcp-sink.ts: a minimal receiver that counts
+//    in-order payload and writes ACKs built from a header template back
+//    through the same TUN. The baseline is nexus_loop.c tun-sink: the same
+//    receiver and ACK policy in one C thread on the same TUN.
+// 2. JavaScript as a relay: iperf3 client in namespace A sends to a server in namespace B; A
 // routes B's prefix into TUN fsbta (vnet_hdr + TSO, so reads are up to 64 KiB
 // super-packets), B routes A's prefix into TUN fsbtb. A relay reads A's
 // super-packets and writes them to B (and B's ACKs back to A), so a kernel
@@ -18,10 +25,12 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { ChannelEnd } from '../nexus/channel/index.js'
+import { readdirSync } from 'node:fs'
+import { DESC_VNET_HDR, type ChannelEnd } from '../nexus/channel/index.js'
 import { copyPacket, VIRTIO_HDR } from '../nexus/ports/native.js'
 import { openTun } from '../nexus/ports/tun.js'
 import type { BenchOptions, BenchResult } from './types.js'
+import { REPLY_NONE, TcpAckSink, type SinkReply } from './native-tcp-sink.js'
 import { packageRoot, run, sh } from './native-procs.js'
 
 const PREFIX = 'fs-ntcp-'
@@ -52,11 +61,80 @@ export function tcpPayloadBytes(bytes: Uint8Array, length: number): number {
   return payload > 0 ? payload : 0
 }
 
-/** User+system CPU seconds of the calling thread (the JS thread), from /proc/thread-self/stat. */
-function threadCpuSeconds(): number {
-  const stat = readFileSync('/proc/thread-self/stat', 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks; USER_HZ is 100 on Linux
+/** User+system CPU seconds of one thread from its /proc stat file. */
+function statCpuSeconds(path: string): number {
+  try {
+    const stat = readFileSync(path, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks; USER_HZ is 100 on Linux
+  } catch {
+    return 0 // the thread exited
+  }
+}
+
+/** CPU seconds of the calling thread (the JS thread). */
+const threadCpuSeconds = (): number => statCpuSeconds('/proc/thread-self/stat')
+
+/** CPU seconds of every thread of this process, by thread id. */
+function taskCpuSeconds(): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const tid of readdirSync('/proc/self/task')) out.set(tid, statCpuSeconds(`/proc/self/task/${tid}/stat`))
+  return out
+}
+
+/** The largest CPU delta among threads other than the calling one: the port's I/O thread during a transfer. */
+function busiestOtherThread(before: Map<string, number>, after: Map<string, number>): number {
+  const self = readFileSync('/proc/thread-self/stat', 'utf8').split(' ')[0]
+  let best = 0
+  for (const [tid, cpu] of after) if (tid !== self) best = Math.max(best, cpu - (before.get(tid) ?? 0))
+  return best
+}
+
+const SINK_ADDRESS = '203.0.113.1'
+const SINK_PORT = '5001'
+
+/**
+ * Runs the JS receiver on side B of `end` until the connection is closed by
+ * the sender (our FIN sent) or `stopAt` passes. ACKs go out through the same
+ * queue; a reply that finds no free buffer is retried at the end of the batch.
+ */
+async function runJsSink(end: ChannelEnd, sink: TcpAckSink, stopAt: number, times: { first: number; last: number }): Promise<number> {
+  let unsent = 0
+  const send = (reply: SinkReply): void => {
+    let out = end.alloc()
+    if (out < 0) {
+      end.reclaim()
+      out = end.alloc()
+    }
+    if (out < 0) {
+      unsent++
+      return
+    }
+    const length = sink.emitReply(reply, end.buffer(out))
+    if (length === 0 || !end.send(out, length, DESC_VNET_HDR)) end.free(out)
+  }
+  const visit = (index: number, length: number): void => {
+    const reply = sink.receive(end.buffer(index), length)
+    end.release(index)
+    if (reply !== REPLY_NONE) send(reply)
+  }
+  let finishedAt = 0
+  while (performance.now() < stopAt) {
+    const before = sink.payloadBytes
+    const moved = end.receive(256, visit)
+    const tail = sink.endBatch()
+    if (tail !== REPLY_NONE) send(tail)
+    end.flush()
+    if (sink.payloadBytes !== before) {
+      times.last = performance.now()
+      if (times.first === 0) times.first = times.last
+    }
+    // Closed: our FIN is out. Linger briefly for a retransmitted FIN, then stop.
+    if (finishedAt === 0 && sink.finished) finishedAt = performance.now()
+    if (finishedAt !== 0 && performance.now() - finishedAt > 50) break
+    if (moved === 0) await end.waitForWork(10)
+  }
+  return unsent
 }
 
 const gbps = (bytes: number, seconds: number): number => (seconds > 0 ? (bytes * 8) / seconds / 1e9 : 0)
@@ -101,6 +179,66 @@ export default async function runBench(opts: BenchOptions): Promise<BenchResult[
     }
 
     const kernelGbps = await iperf('192.0.2.2')
+
+    // 1a. C receiver on TUN A (baseline of the JS receiver).
+    const send = (): ReturnType<typeof run> => run(nsA, [loop, 'tcp-send', SINK_ADDRESS, SINK_PORT, String(tcpSeconds)], (tcpSeconds + 20) * 1000)
+    const cSinkProc = run(nsA, [loop, 'tun-sink', 'fsnta', String(tcpSeconds + 3)], (tcpSeconds + 20) * 1000)
+    await cSinkProc.printed('ready')
+    const [cSent, cSenderCpu] = (await send().done).trim().split(/\s+/).map(Number)
+    const cSinkOut = (await cSinkProc.done).trim().split('\n').pop() ?? ''
+    const [cSinkPayload, cSinkActive, cSinkCpu, cSinkAcks, cSinkReads] = cSinkOut.split(/\s+/).map(Number)
+    const cSinkGbps = gbps(cSinkPayload, cSinkActive)
+
+    // 1b. JS receiver on TUN A through the nexus.
+    const sinkPort = await openTun({ name: 'fsnta', attach: true, netns: nsA, vnetHdr: true })
+    const sink = new TcpAckSink()
+    const times = { first: 0, last: 0 }
+    let jsSent = 0
+    let jsSenderCpu = 0
+    let unsentReplies = 0
+    let sinkCpu = 0
+    let sinkJsThreadCpu = 0
+    let sinkIoThreadCpu = 0
+    let sinkReads = 0
+    let sinkDoorbells = 0
+    let sinkWakeups = 0
+    try {
+      const countersBefore = sinkPort.counters()
+      const wakeBefore = sinkPort.errorCounters().wakeups
+      const cpuBefore = process.cpuUsage()
+      const jsBefore = threadCpuSeconds()
+      const tasksBefore = taskCpuSeconds()
+      const receiving = runJsSink(sinkPort.queues[0], sink, performance.now() + (tcpSeconds + 3) * 1000, times)
+      const sender = send()
+      ;[jsSent, jsSenderCpu] = (await sender.done).trim().split(/\s+/).map(Number)
+      unsentReplies = await receiving
+      const cpu = process.cpuUsage(cpuBefore)
+      sinkCpu = (cpu.user + cpu.system) / 1e6
+      sinkJsThreadCpu = threadCpuSeconds() - jsBefore
+      sinkIoThreadCpu = busiestOtherThread(tasksBefore, taskCpuSeconds())
+      const countersAfter = sinkPort.counters()
+      sinkReads = countersAfter.rxPackets - countersBefore.rxPackets
+      sinkDoorbells = countersAfter.doorbells - countersBefore.doorbells
+      sinkWakeups = sinkPort.errorCounters().wakeups - wakeBefore
+    } finally {
+      await sinkPort.close()
+    }
+    const jsSinkGbps = gbps(sink.payloadBytes, (times.last - times.first) / 1000)
+    const perGB = (cpu: number, bytes: number): number => round2(bytes > 0 ? cpu / (bytes / 1e9) : 0)
+    results.push({ name: 'TCP payload kernel -> JS (tun vnet_hdr, JS receiver)', value: round2(jsSinkGbps), unit: 'Gbit/s', baseline: 'C receiver loop (tun-sink), same TUN', baselineValue: round2(cSinkGbps), higherIsBetter: true })
+    results.push({ name: 'TCP payload kernel -> JS receiver vs kernel', value: round2(jsSinkGbps), unit: 'Gbit/s', baseline: 'kernel TCP over veth, iperf3', baselineValue: round2(kernelGbps), higherIsBetter: true })
+    results.push({ name: 'receiver CPU per GB of TCP payload (nexus+JS)', value: perGB(sinkCpu, sink.payloadBytes), unit: 's/GB', baseline: 'C receiver loop, same TUN', baselineValue: perGB(cSinkCpu, cSinkPayload), higherIsBetter: false })
+    results.push({ name: 'receiver JS thread CPU per GB', value: perGB(sinkJsThreadCpu, sink.payloadBytes), unit: 's/GB', baseline: 'its I/O thread', baselineValue: perGB(sinkIoThreadCpu, sink.payloadBytes), higherIsBetter: false })
+    results.push({ name: 'kernel sender CPU per GB (JS receiver run)', value: perGB(jsSenderCpu, sink.payloadBytes), unit: 's/GB', baseline: 'same sender, C receiver run', baselineValue: perGB(cSenderCpu, cSinkPayload), higherIsBetter: false })
+    results.push({ name: 'JS receiver: reads per doorbell', value: sinkDoorbells > 0 ? round2(sinkReads / sinkDoorbells) : sinkReads, unit: 'reads', baseline: 'reads per I/O-thread wakeup', baselineValue: sinkWakeups > 0 ? round2(sinkReads / sinkWakeups) : sinkReads, higherIsBetter: true })
+    results.push({ name: 'JS receiver: payload per ACK', value: sink.repliesEmitted > 0 ? Math.round(sink.payloadBytes / sink.repliesEmitted) : 0, unit: 'bytes', baseline: 'C receiver', baselineValue: cSinkAcks > 0 ? Math.round(cSinkPayload / cSinkAcks) : 0, higherIsBetter: true })
+    // Consistency: every byte the sender wrote was counted by the receiver
+    // (both close with FIN); a difference means the figure is not the stream.
+    if (sink.payloadBytes !== jsSent || cSinkPayload !== cSent || unsentReplies > 0 || sink.outOfOrderPackets + sink.malformedPackets > 0) {
+      process.emitWarning(
+        `native-tcp receiver: JS counted ${sink.payloadBytes} of ${jsSent} written (out of order ${sink.outOfOrderPackets}, duplicates ${sink.duplicatePackets}, malformed ${sink.malformedPackets}, unsent replies ${unsentReplies}); C counted ${cSinkPayload} of ${cSent} (${cSinkReads} reads)`,
+      )
+    }
 
     // C relay on the same TUNs.
     const relayC = run(nsA, [loop, 'tun-relay', 'fsnta', `/var/run/netns/${nsB}`, 'fsntb', String(tcpSeconds + 1.5)], (tcpSeconds + 20) * 1000)

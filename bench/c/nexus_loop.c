@@ -15,6 +15,15 @@
  *                                              TCP payload read from A, the time from its
  *                                              first to its last payload-carrying read, and
  *                                              the relay's own user+system CPU time
+ *   tcp-send   DST_IP PORT SECONDS             kernel TCP sender: connect, write() 256 KiB at a
+ *                                              time until SECONDS pass, then FIN; prints
+ *                                              "BYTES_WRITTEN CPU_SECONDS"
+ *   tun-sink   NAME SECONDS                    minimal TCP receiver on an existing vnet_hdr TUN
+ *                                              (the C counterpart of bench/native-tcp-sink.ts,
+ *                                              same ACK policy): answers a SYN, ACKs in-order
+ *                                              data, FIN -> ACK+FIN (and exits); prints "ready",
+ *                                              then "PAYLOAD_BYTES ACTIVE_SECONDS CPU_SECONDS
+ *                                              ACKS READS"
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -23,6 +32,9 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -259,6 +271,208 @@ static int tun_relay(char **argv) {
   return 0;
 }
 
+static double cpu_seconds(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+}
+
+static int tcp_send(char **argv) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) die("socket");
+  struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+  inet_pton(AF_INET, argv[0], &dst.sin_addr);
+  /* Bounded: a sink that stops reading must not hang the sender. */
+  struct timeval timeout = {.tv_sec = 1};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) die("connect");
+  static uint8_t chunk[256 * 1024];
+  double end = now() + atof(argv[2]);
+  long long written = 0;
+  while (now() < end) {
+    ssize_t n = write(fd, chunk, sizeof(chunk));
+    if (n > 0) written += n;
+    else if (n < 0 && errno != EAGAIN && errno != EINTR) die("write");
+  }
+  shutdown(fd, SHUT_WR);
+  uint8_t sink[64];
+  (void)!read(fd, sink, sizeof(sink)); /* the peer's FIN, or the 1 s timeout */
+  printf("%lld %.6f\n", written, cpu_seconds());
+  return 0;
+}
+
+/*
+ * The bench's minimal TCP receiver (IPv4, one connection at a time), written
+ * exactly like bench/native-tcp-sink.ts so the two are comparable:
+ *  - SYN -> SYN-ACK with MSS and window scale (no SACK, no timestamps);
+ *  - in-order data advances rcv_nxt; an ACK goes out for every second
+ *    in-order super-packet (RFC 5681 4.2's "every second full-sized segment",
+ *    applied to what GRO would have merged) and at the end of each read batch;
+ *  - out-of-order or duplicate data: an immediate (duplicate) ACK;
+ *  - FIN in order -> ACK + our FIN; RST forgets the connection.
+ * The advertised window is 65535 << 7 (8 MiB). Checksums of our packets are
+ * complete (gso_type NONE, no NEEDS_CSUM); received checksums are trusted
+ * like a virtio receiver trusts NEEDS_CSUM packets.
+ */
+#define SINK_WINDOW_SCALE 7
+#define SINK_MSS 1460
+
+struct sink {
+  int active;
+  uint32_t local_addr, peer_addr; /* network order */
+  uint16_t local_port, peer_port; /* network order */
+  uint32_t rcv_nxt, snd_nxt, iss;
+  int peer_scales, fin_acked, unacked_segments;
+  long long payload;
+  long acks;
+  double first, last;
+};
+
+static uint16_t csum_fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+static uint32_t csum_add(const uint8_t *p, size_t n, uint32_t sum) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+  if (n & 1) sum += (uint32_t)p[n - 1] << 8;
+  return sum;
+}
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
+static void put32(uint8_t *p, uint32_t v) { put16(p, v >> 16); put16(p + 2, v & 0xffff); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static void sink_reply(int fd, struct sink *s, uint8_t flags) {
+  uint8_t pkt[12 + 20 + 28];
+  memset(pkt, 0, sizeof(pkt));
+  uint8_t *ip = pkt + 12, *tcp = ip + 20;
+  size_t tcp_len = (flags & TH_SYN) ? 28 : 20;
+  ip[0] = 0x45;
+  put16(ip + 2, (uint16_t)(20 + tcp_len));
+  ip[6] = 0x40; /* DF */
+  ip[8] = 64;
+  ip[9] = IPPROTO_TCP;
+  memcpy(ip + 12, &s->local_addr, 4);
+  memcpy(ip + 16, &s->peer_addr, 4);
+  put16(ip + 10, csum_fold(csum_add(ip, 20, 0)));
+  memcpy(tcp, &s->local_port, 2);
+  memcpy(tcp + 2, &s->peer_port, 2);
+  put32(tcp + 4, (flags & TH_SYN) ? s->iss : s->snd_nxt);
+  put32(tcp + 8, s->rcv_nxt);
+  tcp[12] = (uint8_t)((tcp_len / 4) << 4);
+  tcp[13] = flags;
+  put16(tcp + 14, 65535);
+  if (flags & TH_SYN) {
+    tcp[20] = 2, tcp[21] = 4;
+    put16(tcp + 22, SINK_MSS);
+    tcp[24] = 1;
+    if (s->peer_scales) tcp[25] = 3, tcp[26] = 3, tcp[27] = SINK_WINDOW_SCALE;
+    else tcp[25] = tcp[26] = tcp[27] = 1;
+  }
+  uint32_t pseudo = csum_add(ip + 12, 8, 0) + IPPROTO_TCP + (uint32_t)tcp_len;
+  put16(tcp + 16, csum_fold(csum_add(tcp, tcp_len, pseudo)));
+  if (write(fd, pkt, 12 + 20 + tcp_len) < 0 && errno != EAGAIN) die("write ack");
+  s->acks++;
+  s->unacked_segments = 0;
+}
+
+/* One read packet (vnet header first). */
+static void sink_packet(int fd, struct sink *s, const uint8_t *p, ssize_t n) {
+  if (n < 12 + 40) return;
+  const uint8_t *ip = p + 12;
+  size_t ihl = (size_t)(ip[0] & 15) * 4;
+  if ((ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || ihl < 20 || (ssize_t)(12 + ihl + 20) > n) return;
+  size_t total = (size_t)(ip[2] << 8 | ip[3]);
+  if (total > (size_t)(n - 12)) total = (size_t)(n - 12);
+  const uint8_t *tcp = ip + ihl;
+  size_t doff = (size_t)(tcp[12] >> 4) * 4;
+  if (doff < 20 || ihl + doff > total) return;
+  uint8_t flags = tcp[13];
+  uint32_t seq = get32(tcp + 4);
+  uint32_t len = (uint32_t)(total - ihl - doff);
+  if (flags & TH_SYN) {
+    if (flags & TH_ACK) return;
+    memcpy(&s->local_addr, ip + 16, 4);
+    memcpy(&s->peer_addr, ip + 12, 4);
+    memcpy(&s->local_port, tcp + 2, 2);
+    memcpy(&s->peer_port, tcp, 2);
+    s->peer_scales = 0;
+    for (size_t at = 20; at < doff;) {
+      uint8_t kind = tcp[at];
+      if (kind == 0) break;
+      if (kind == 1) { at++; continue; }
+      if (at + 1 >= doff || tcp[at + 1] < 2) break;
+      if (kind == 3) s->peer_scales = 1;
+      at += tcp[at + 1];
+    }
+    s->active = 1;
+    s->rcv_nxt = seq + 1;
+    s->iss = 0x10000000;
+    s->snd_nxt = s->iss + 1;
+    s->fin_acked = 0;
+    s->unacked_segments = 0;
+    sink_reply(fd, s, TH_SYN | TH_ACK);
+    return;
+  }
+  if (!s->active || memcmp(&s->peer_addr, ip + 12, 4) || memcmp(&s->peer_port, tcp, 2) || memcmp(&s->local_port, tcp + 2, 2)) return;
+  if (flags & TH_RST) {
+    s->active = 0;
+    return;
+  }
+  int32_t ahead = (int32_t)(seq - s->rcv_nxt);
+  int32_t end = ahead + (int32_t)len;
+  if (len > 0) {
+    if (ahead > 0 || end <= 0) {
+      sink_reply(fd, s, TH_ACK); /* out of order or duplicate: duplicate ACK now */
+      return;
+    }
+    s->rcv_nxt += (uint32_t)end;
+    s->payload += end;
+    s->last = now();
+    if (s->first == 0) s->first = s->last;
+    if (++s->unacked_segments >= 2) sink_reply(fd, s, TH_ACK);
+  }
+  if ((flags & TH_FIN) && seq + len == s->rcv_nxt) {
+    s->rcv_nxt++;
+    if (!s->fin_acked) {
+      sink_reply(fd, s, TH_ACK | TH_FIN);
+      s->snd_nxt++;
+      s->fin_acked = 1;
+    } else {
+      sink_reply(fd, s, TH_ACK);
+    }
+    return;
+  }
+}
+
+static int tun_sink(char **argv) {
+  int fd = open_tun(argv[0], 1, 0);
+  static uint8_t buf[70000];
+  struct sink s;
+  memset(&s, 0, sizeof(s));
+  double end = now() + atof(argv[1]);
+  long reads = 0;
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  printf("ready\n");
+  fflush(stdout);
+  while (now() < end && !s.fin_acked) {
+    int got = 0;
+    for (int k = 0; k < BATCH; k++) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      got++;
+      sink_packet(fd, &s, buf, n);
+    }
+    reads += got;
+    if (s.active && s.unacked_segments > 0) sink_reply(fd, &s, TH_ACK); /* one ACK per batch at least */
+    if (!got) poll(&pfd, 1, 10);
+  }
+  printf("%lld %.6f %.6f %ld %ld\n", s.payload, s.last - s.first, cpu_seconds(), s.acks, reads);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "flood-udp") && argc >= 6) return flood_udp(argv + 2);
@@ -267,6 +481,8 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "pkt-read") && argc >= 4) return pkt_read(argv + 2);
   if (!strcmp(argv[1], "pkt-write") && argc >= 5) return pkt_write(argv + 2);
   if (!strcmp(argv[1], "tun-relay") && argc >= 6) return tun_relay(argv + 2);
+  if (!strcmp(argv[1], "tcp-send") && argc >= 5) return tcp_send(argv + 2);
+  if (!strcmp(argv[1], "tun-sink") && argc >= 4) return tun_sink(argv + 2);
   fprintf(stderr, "usage: see the comment at the top of nexus_loop.c\n");
   return 2;
 }
