@@ -18,16 +18,16 @@
 // from the source (backpressure) instead of dropping. The only timer is one
 // per direction, armed for the earliest departure (never one per packet), on
 // an injected clock, so simulations run on a VirtualClock.
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel'
 import { FlowstackError } from '../../common/errors.js'
-import { attachChannel, createChannel, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
+import type { ChannelEnd, PoolAccounting } from '../channel/index.js'
 import type { NexusPort, PortCounters, PortInfo, PortQueueCounters } from '../ports/port.js'
-import { copyEndOf, copyPacket, type CopyEnd } from '../ports/memory-copy.js'
+import { copyPacket, type CopyEnd } from '../ports/memory-copy.js'
 import { realClock, type TimerClock, type TimerHandle } from './impair-clock.js'
 import { ImpairModel, VERDICT_LOST, VERDICT_QUEUE_FULL, type ImpairDirectionOptions } from './impair-model.js'
 import { DepartureQueue } from './impair-queue.js'
 import { mix32 } from './impair-random.js'
+import { drainWrapperQueues, openWrapperQueues, refillStash, runPumpLoop, totalCounters } from './wrapper.js'
 
 export interface ImpairOptions extends ImpairDirectionOptions {
   /** Seed for every decision (default 1). The same seed replays the same run. */
@@ -102,31 +102,10 @@ class ImpairDirection {
     this.stash = new Int32Array(batch * this.perPacketBuffers)
     // A direction that throws stops and says why (diagnostics_channel
     // flowstack:impair:error) instead of becoming an unhandled rejection.
-    this.done = this.run().catch((err: unknown) => {
+    this.done = runPumpLoop(() => this.step(), source.end, destination.end, () => this.stopped).catch((err: unknown) => {
       this.stopped = true
       if (impairErrorChannel.hasSubscribers) impairErrorChannel.publish({ error: err })
     })
-  }
-
-  private async run(): Promise<void> {
-    let burst = 0
-    while (!this.stopped) {
-      const moved = this.step()
-      if (moved > 0) {
-        if (++burst >= 16) {
-          burst = 0
-          await yieldToEventLoop()
-        }
-        continue
-      }
-      burst = 0
-      // A peer that closed its side answers every doorbell at once: stop
-      // rather than spin. Leftovers are drained by close().
-      if (this.source.end.peerClosed || (moved < 0 && this.destination.end.peerClosed)) break
-      // Blocked: no destination buffer to copy into, so wait for some to come back.
-      if (moved < 0) await this.destination.end.waitForBuffers()
-      else await this.source.end.waitForWork()
-    }
   }
 
   /**
@@ -140,11 +119,7 @@ class ImpairDirection {
     this.now = now
     this.releaseDue(now)
     const dst = this.destination.end
-    while (this.stashCount < this.stash.length) {
-      const index = dst.alloc()
-      if (index < 0) break
-      this.stash[this.stashCount++] = index
-    }
+    this.stashCount = refillStash(dst, this.stash, this.stashCount)
     const budget = Math.floor(this.stashCount / this.perPacketBuffers)
     let taken = 0
     if (budget > 0) {
@@ -294,22 +269,10 @@ export function impair(port: NexusPort, options: ImpairOptions = {}): ImpairedPo
   const rxOptions: ImpairDirectionOptions = { ...both, ...rxOverrides }
   const txOptions: ImpairDirectionOptions = { ...both, ...txOverrides }
 
-  const outerUser: ChannelEnd[] = []
-  const outerDevice: ChannelEnd[] = []
+  const wrapped = openWrapperQueues(port, bufferCount)
   const rxDirections: ImpairDirection[] = []
   const txDirections: ImpairDirection[] = []
-  port.queues.forEach((inner, q) => {
-    const sab = createChannel({
-      bufferSize: inner.bufferSize,
-      bufferCount: bufferCount ?? Math.max(256, inner.bufferCount),
-      ringCapacity: Math.max(256, inner.ringCapacity),
-    })
-    const device = attachChannel(sab, 'a')
-    const user = attachChannel(sab, 'b')
-    outerDevice.push(device)
-    outerUser.push(user)
-    const innerCopy = copyEndOf(inner)
-    const deviceCopy = copyEndOf(device)
+  wrapped.forEach(({ innerCopy, deviceCopy }, q) => {
     // Each direction and queue decides from its own stream of the seed.
     const rxSeed = mix32(seed ^ mix32((q << 1) | DIRECTION_RX))
     const txSeed = mix32(seed ^ mix32((q << 1) | DIRECTION_TX))
@@ -318,7 +281,7 @@ export function impair(port: NexusPort, options: ImpairOptions = {}): ImpairedPo
   })
 
   const info: PortInfo = { ...port.info, name: `${port.info.name}+impair` }
-  const queues = Object.freeze(outerUser.slice())
+  const queues: readonly ChannelEnd[] = Object.freeze(wrapped.map((w) => w.user))
   let closing: Promise<void> | undefined
   let closed = false
   let finalReport: ImpairPoolReport[] | undefined
@@ -333,11 +296,11 @@ export function impair(port: NexusPort, options: ImpairOptions = {}): ImpairedPo
       txBytes: tx.deliveredBytes,
       drops: { ringFull: rx.ringFull + tx.ringFull, poolEmpty: rx.poolEmpty + tx.poolEmpty, oversize: rx.oversize + tx.oversize },
       syscalls: 0,
-      doorbells: outerDevice[q].counters().wakeups,
+      doorbells: wrapped[q].device.counters().wakeups,
     }
   }
   const report = (): ImpairPoolReport[] =>
-    outerDevice.map((device, q) => ({ total: device.bufferCount, device: device.poolAccounting(), user: outerUser[q].poolAccounting() }))
+    wrapped.map(({ device, user }) => ({ total: device.bufferCount, device: device.poolAccounting(), user: user.poolAccounting() }))
 
   return {
     info,
@@ -348,41 +311,19 @@ export function impair(port: NexusPort, options: ImpairOptions = {}): ImpairedPo
     },
     counters(): PortCounters {
       if (closed) throw new FlowstackError('PORT_CLOSED', `port ${info.name} is closed`)
-      const perQueue = port.queues.map((_, q) => queueCounters(q))
-      const total: PortCounters = { ...queueCounters(0), queues: perQueue }
-      total.drops = { ...total.drops }
-      for (let q = 1; q < perQueue.length; q++) {
-        const c = perQueue[q]
-        total.rxPackets += c.rxPackets
-        total.rxBytes += c.rxBytes
-        total.txPackets += c.txPackets
-        total.txBytes += c.txBytes
-        total.drops.ringFull += c.drops.ringFull
-        total.drops.poolEmpty += c.drops.poolEmpty
-        total.drops.oversize += c.drops.oversize
-        total.doorbells += c.doorbells
-      }
-      total.syscalls = port.counters().syscalls
-      return total
+      return totalCounters(port.queues.map((_, q) => queueCounters(q)), port)
     },
     impairCounters: () => ({ rx: sumDirection(rxDirections), tx: sumDirection(txDirections) }),
     poolReport: () => finalReport ?? report(),
     close(): Promise<void> {
       closing ??= (async () => {
         await Promise.all([...rxDirections, ...txDirections].map((d) => d.stop()))
-        outerUser.forEach((user, q) => {
-          // What the user never read goes back; what the user sent and nobody took goes back.
-          for (let round = 0; round < 64 && user.receive(user.ringCapacity, (i) => user.release(i)) > 0; round++);
-          user.flush()
-          const device = outerDevice[q]
-          for (let round = 0; round < 64 && device.receive(device.ringCapacity, (i) => device.release(i)) > 0; round++);
-          device.flush()
-          device.reclaim()
-          user.reclaim()
-        })
+        drainWrapperQueues(wrapped)
         finalReport = report()
-        outerUser.forEach((e) => e.close())
-        outerDevice.forEach((e) => e.close())
+        for (const { user, device } of wrapped) {
+          user.close()
+          device.close()
+        }
         closed = true
         await port.close()
       })()

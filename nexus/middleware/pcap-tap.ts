@@ -12,12 +12,12 @@
 // Channels never share buffers, so the tap copies once per packet (as any
 // wrapper must). It never drops what it could deliver: without a free buffer
 // on the destination it stops taking from the source until one comes back.
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { FlowstackError } from '../../common/errors.js'
-import { attachChannel, createChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
-import { copyEndOf, copyPacket, type CopyEnd } from '../ports/memory-copy.js'
+import { DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
+import { copyPacket, type CopyEnd } from '../ports/memory-copy.js'
 import { wallClock } from '../ports/pcap.js'
 import type { NexusPort, PortCounters, PortInfo } from '../ports/port.js'
+import { drainWrapperQueues, openWrapperQueues, refillStash, runPumpLoop, totalCounters } from './wrapper.js'
 import { FileCaptureSink, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, type CaptureSink, type PacketDirection } from './pcap.js'
 
 export interface PcapTapOptions {
@@ -64,34 +64,13 @@ class TapDirection {
     batch: number,
   ) {
     this.stash = new Int32Array(batch)
-    this.done = this.run()
-  }
-
-  private async run(): Promise<void> {
-    let burst = 0
-    while (!this.stopped) {
-      const moved = this.step()
-      if (moved > 0) {
-        if (++burst >= 16) {
-          burst = 0
-          await yieldToEventLoop()
-        }
-        continue
-      }
-      burst = 0
-      if (moved < 0) await this.destination.end.waitForBuffers()
-      else await this.source.end.waitForWork()
-    }
+    this.done = runPumpLoop(() => this.step(), source.end, destination.end, () => this.stopped)
   }
 
   /** Moves one batch; > 0 packets taken, 0 source empty, -1 no destination buffer. */
   step(): number {
     const dst = this.destination.end
-    while (this.stashCount < this.stash.length) {
-      const index = dst.alloc()
-      if (index < 0) break
-      this.stash[this.stashCount++] = index
-    }
+    this.stashCount = refillStash(dst, this.stash, this.stashCount)
     if (this.stashCount === 0) {
       this.source.end.flush()
       return -1
@@ -151,34 +130,26 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
   const writer = new PcapngWriter(sink, { application: 'flowstack pcap tap' })
   const linkType = port.info.linkType === 'ethernet' ? LINKTYPE_ETHERNET : LINKTYPE_RAW
 
-  const outerUser: ChannelEnd[] = []
-  const outerDevice: ChannelEnd[] = []
+  const wrapped = openWrapperQueues(port)
   const rx: TapDirection[] = []
   const tx: TapDirection[] = []
-  port.queues.forEach((inner, q) => {
+  wrapped.forEach(({ innerCopy, deviceCopy }, q) => {
     const interfaceId = writer.addInterface({
       linkType,
       name: port.queues.length === 1 ? port.info.name : `${port.info.name}/${q}`,
       snaplen: options.snaplen,
     })
-    const sab = createChannel({ bufferSize: inner.bufferSize, bufferCount: Math.max(256, inner.bufferCount), ringCapacity: Math.max(256, inner.ringCapacity) })
-    const device = attachChannel(sab, 'a')
-    const user = attachChannel(sab, 'b')
-    outerDevice.push(device)
-    outerUser.push(user)
-    const innerCopy = copyEndOf(inner)
-    const deviceCopy = copyEndOf(device)
     rx.push(new TapDirection(innerCopy, deviceCopy, writer, interfaceId, 'inbound', batch))
     tx.push(new TapDirection(deviceCopy, innerCopy, writer, interfaceId, 'outbound', batch))
   })
 
   const info: PortInfo = { ...port.info, name: `${port.info.name}+tap` }
-  const queues = Object.freeze(outerUser.slice())
+  const queues: readonly ChannelEnd[] = Object.freeze(wrapped.map((w) => w.user))
   let closing: Promise<void> | undefined
   let closed = false
   let finalPool: Array<{ device: PoolAccounting; user: PoolAccounting }> | undefined
   const pool = (): Array<{ device: PoolAccounting; user: PoolAccounting }> =>
-    outerDevice.map((device, q) => ({ device: device.poolAccounting(), user: outerUser[q].poolAccounting() }))
+    wrapped.map(({ device, user }) => ({ device: device.poolAccounting(), user: user.poolAccounting() }))
 
   return {
     info,
@@ -195,21 +166,9 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
         txBytes: tx[q].deliveredBytes,
         drops: { ringFull: r.ringFull + tx[q].ringFull, poolEmpty: 0, oversize: r.oversize + tx[q].oversize },
         syscalls: 0,
-        doorbells: outerDevice[q].counters().wakeups,
+        doorbells: wrapped[q].device.counters().wakeups,
       }))
-      const total: PortCounters = { ...perQueue[0], drops: { ...perQueue[0].drops }, queues: perQueue }
-      for (let q = 1; q < perQueue.length; q++) {
-        const c = perQueue[q]
-        total.rxPackets += c.rxPackets
-        total.rxBytes += c.rxBytes
-        total.txPackets += c.txPackets
-        total.txBytes += c.txBytes
-        total.drops.ringFull += c.drops.ringFull
-        total.drops.oversize += c.drops.oversize
-        total.doorbells += c.doorbells
-      }
-      total.syscalls = port.counters().syscalls
-      return total
+      return totalCounters(perQueue, port)
     },
     tapCounters(): TapCounters {
       let recordedInbound = 0
@@ -232,18 +191,12 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
     close(): Promise<void> {
       closing ??= (async () => {
         await Promise.all([...rx, ...tx].map((d) => d.stop()))
-        outerUser.forEach((user, q) => {
-          for (let round = 0; round < 64 && user.receive(user.ringCapacity, (i) => user.release(i)) > 0; round++) user.flush()
-          user.flush()
-          const device = outerDevice[q]
-          for (let round = 0; round < 64 && device.receive(device.ringCapacity, (i) => device.release(i)) > 0; round++) device.flush()
-          device.flush()
-          device.reclaim()
-          user.reclaim()
-        })
+        drainWrapperQueues(wrapped)
         finalPool = pool()
-        outerUser.forEach((e) => e.close())
-        outerDevice.forEach((e) => e.close())
+        for (const { user, device } of wrapped) {
+          user.close()
+          device.close()
+        }
         closed = true
         await writer.close()
         await port.close()
