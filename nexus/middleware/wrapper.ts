@@ -9,7 +9,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { attachChannel, createChannel, type ChannelEnd } from '../channel/index.js'
 import { copyEndOf, type CopyEnd } from '../ports/memory-copy.js'
-import type { NexusPort, PortCounters, PortQueueCounters } from '../ports/port.js'
+import { sumQueueCounters, type NexusPort, type PortCounters, type PortQueueCounters } from '../ports/port.js'
 
 export interface WrapperQueue {
   /** Side A of the outer channel: where the wrapper delivers RX and takes TX. */
@@ -70,20 +70,9 @@ export function refillStash(destination: ChannelEnd, stash: Int32Array, count: n
   return count
 }
 
-/** Per-queue counters and their sum; `syscalls` is the wrapped port's own. */
+/** Per-queue counters and their sum; `syscalls` is the wrapped port's own (the wrapper makes none). */
 export function totalCounters(perQueue: PortQueueCounters[], inner: NexusPort): PortCounters {
-  const total: PortCounters = { ...perQueue[0], drops: { ...perQueue[0].drops }, queues: perQueue }
-  for (let q = 1; q < perQueue.length; q++) {
-    const c = perQueue[q]
-    total.rxPackets += c.rxPackets
-    total.rxBytes += c.rxBytes
-    total.txPackets += c.txPackets
-    total.txBytes += c.txBytes
-    total.drops.ringFull += c.drops.ringFull
-    total.drops.poolEmpty += c.drops.poolEmpty
-    total.drops.oversize += c.drops.oversize
-    total.doorbells += c.doorbells
-  }
+  const total = sumQueueCounters(perQueue)
   total.syscalls = inner.counters().syscalls
   return total
 }

@@ -51,6 +51,24 @@ export interface PortCounters extends PortQueueCounters {
   queues: PortQueueCounters[]
 }
 
+/** A port's counters: the sum of its queues' (at least one), with the queues kept alongside. */
+export function sumQueueCounters(queues: PortQueueCounters[]): PortCounters {
+  const total: PortCounters = { ...queues[0], drops: { ...queues[0].drops }, queues }
+  for (let q = 1; q < queues.length; q++) {
+    const c = queues[q]
+    total.rxPackets += c.rxPackets
+    total.rxBytes += c.rxBytes
+    total.txPackets += c.txPackets
+    total.txBytes += c.txBytes
+    total.drops.ringFull += c.drops.ringFull
+    total.drops.poolEmpty += c.drops.poolEmpty
+    total.drops.oversize += c.drops.oversize
+    total.syscalls += c.syscalls
+    total.doorbells += c.doorbells
+  }
+  return total
+}
+
 export interface NexusPort {
   readonly info: PortInfo
   /** Side B of each queue's channel: receive() yields packets from the wire, send() transmits. */
