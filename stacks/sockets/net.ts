@@ -269,7 +269,9 @@ export class StackSocket extends Duplex {
     if (pending !== null) {
       let n: number
       try {
-        n = conn.send(pending.data, pending.offset, pending.data.length - pending.offset)
+        // `more`: the segment leaves at the shell's kick (once per microtask),
+        // so the writes of one turn (node:http's header, then body) share it.
+        n = conn.send(pending.data, pending.offset, pending.data.length - pending.offset, true)
       } catch (err) {
         this.pendingWrite = null
         pending.callback(err instanceof TcpError ? this.errorFor('EPIPE') : (err as Error))

@@ -179,4 +179,61 @@ describe('stack.net over a memory wire', () => {
     expect(await response.text()).toBe('hello POST /b')
     server.close()
   })
+
+  it('writes of one turn share a segment: a node:http response (header, then body) is one segment, even with noDelay', async () => {
+    const [a, b] = await pair()
+    const body = Buffer.alloc(1024, 'flowstack ')
+    const server = a.http.createServer((_req, res) => {
+      res.setHeader('content-type', 'text/plain')
+      res.end(body)
+    })
+    server.on('connection', (socket: StackSocket) => socket.setNoDelay(true))
+    server.listen(8081)
+    await once(server, 'listening')
+    const client = b.net.connect({ host: '198.51.100.1', port: 8081 })
+    client.setNoDelay(true)
+    await once(client, 'connect')
+    let received = ''
+    const request = async (): Promise<void> => {
+      received = ''
+      const done = new Promise<void>((resolve) => {
+        const onData = (d: Buffer): void => {
+          received += d.toString('latin1')
+          if (received.endsWith(body.toString('latin1'))) {
+            client.off('data', onData)
+            resolve()
+          }
+        }
+        client.on('data', onData)
+      })
+      client.write('GET / HTTP/1.1\r\nhost: a\r\n\r\n')
+      await done
+    }
+    await request() // the first exchange also carries the handshake's leftovers
+    const before = a.stats().tcp.outSegs
+    await request()
+    expect(received.startsWith('HTTP/1.1 200 OK\r\n')).toBe(true)
+    expect(a.stats().tcp.outSegs - before).toBe(1)
+
+    // Three writes in one turn on a noDelay socket: one segment of 3 bytes.
+    const serverSide = new Promise<StackSocket>((resolve) => {
+      const raw = a.net.createServer((socket) => resolve(socket))
+      raw.listen(8082)
+      cleanups.push(async () => void raw.close())
+    })
+    const other = b.net.connect({ host: '198.51.100.1', port: 8082 })
+    other.setNoDelay(true)
+    await once(other, 'connect')
+    const peer = await serverSide
+    const segmentsBefore = b.stats().tcp.outSegs
+    other.write('a')
+    other.write('b')
+    other.write('c')
+    const [first] = (await once(peer, 'data')) as [Buffer]
+    expect(first.toString()).toBe('abc')
+    expect(b.stats().tcp.outSegs - segmentsBefore).toBe(1)
+    other.destroy()
+    client.destroy()
+    server.close()
+  })
 })

@@ -89,6 +89,8 @@ export interface ConnectionHost {
   connectionEstablished(conn: TcpConnection): void
   /** Timers of `conn` may have moved earlier. */
   reschedule(conn: TcpConnection): void
+  /** `conn` queued data with `more`: call its pushPending() at the next poll. */
+  pushLater(conn: TcpConnection): void
 }
 
 /** One reusable outgoing segment, options and SACK tuples per layer: no allocation per segment. */
@@ -242,6 +244,8 @@ export class TcpConnection {
   private ackNow = false
   /** send() accepted less than offered: announce onWritable when room frees up. */
   private wantWritable = false
+  /** Data queued with send(..., more): the layer calls pushPending() at its next poll. */
+  pushQueued = false
   private softError: TcpErrorCode | null = null
   private lastOutOfWindowAckAt = -Infinity
   /** Counted in counters.currEstab (synchronized, not yet TIME-WAIT/CLOSED). */
@@ -404,15 +408,31 @@ export class TcpConnection {
    * (backpressure); returns the count. After it returns less than offered,
    * onWritable fires when room frees up.
    */
-  send(bytes: Uint8Array, offset = 0, length = bytes.length - offset): number {
+  send(bytes: Uint8Array, offset = 0, length = bytes.length - offset, more = false): number {
     if (this.finQueued || this.state === TcpState.Closed || this.state >= TcpState.FinWait1 && this.state !== TcpState.CloseWait) {
       throw new TcpError('EPIPE', 'This socket has been ended by the other party or shut down for writing')
     }
     const n = this.sendBuffer.write(bytes, offset, length)
     if (n < length) this.wantWritable = true
-    if (n > 0 && this.isSynchronized()) this.flush(this.host.cfg.clock(), 0)
+    if (n > 0 && this.isSynchronized()) {
+      // `more` is Linux's MSG_MORE / autocork: several writes of one turn
+      // (node:http's header and body) leave as one segment at the layer's
+      // next poll instead of one segment each, which halves the packets of
+      // a small request/response exchange and lets the peer delay its ACK.
+      if (!more) this.flush(this.host.cfg.clock(), 0)
+      else if (!this.pushQueued) {
+        this.pushQueued = true
+        this.host.pushLater(this)
+      }
+    }
     this.host.reschedule(this)
     return n
+  }
+
+  /** Sends what send(..., more) queued (the layer's poll calls this). */
+  pushPending(now: number): void {
+    this.pushQueued = false
+    if (this.isSynchronized()) this.flush(now, 0)
   }
 
   /** Free room in the send buffer. */

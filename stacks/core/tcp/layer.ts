@@ -58,6 +58,8 @@ export class TcpLayer implements ConnectionHost {
   private readonly listeners = new Map<number, TcpListener[]>()
   private count = 0
   private readonly timers = new TimerHeap<TcpConnection>()
+  /** Connections with data queued by send(..., more), pushed at the next poll. */
+  private readonly pushes: TcpConnection[] = []
   private readonly isnKey: SipKey
   private readonly portKeyHash: SipKey
   private readonly hashInput = new Uint8Array(40)
@@ -267,8 +269,19 @@ export class TcpLayer implements ConnectionHost {
 
   // ------------------------------------------------------------ timers
 
-  /** Runs every timer due at `now`. */
+  /** Pushes data queued with send(..., more), then runs every timer due at `now`. */
   poll(now: number): void {
+    const pushes = this.pushes
+    // Bounded by the list as it stands: a push never queues another.
+    for (let i = 0, n = pushes.length; i < n; i++) {
+      const conn = pushes[i]
+      if (conn.pushQueued && conn.state !== TcpState.Closed) {
+        conn.pushPending(now)
+        this.reschedule(conn)
+      }
+      conn.pushQueued = false
+    }
+    pushes.length = 0
     const heap = this.timers
     for (let guard = heap.size + 1; guard > 0 && heap.peekTime() <= now; guard--) {
       const at = heap.peekTime()
@@ -288,6 +301,8 @@ export class TcpLayer implements ConnectionHost {
    * polling then is harmless.
    */
   nextTimeout(): number {
+    // Queued pushes are due at once (any time in the past will do).
+    if (this.pushes.length > 0) return 0
     const heap = this.timers
     while (heap.size > 0) {
       const conn = heap.peekItem()!
@@ -302,6 +317,10 @@ export class TcpLayer implements ConnectionHost {
    * Only a deadline moving EARLIER needs a new entry: a later one is found
    * by the spurious wake-up of the existing entry.
    */
+  pushLater(conn: TcpConnection): void {
+    this.pushes.push(conn)
+  }
+
   reschedule(conn: TcpConnection): void {
     const d = conn.nextDeadline()
     if (d < conn.scheduledAt && conn.state !== TcpState.Closed) {

@@ -185,6 +185,45 @@ describe('sending data', () => {
     expect(h.one().payload.length).toBe(10)
   })
 
+  it('send(..., more) waits for the next poll: writes of one turn leave as one segment (MSG_MORE / autocork)', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    peer.conn.setNoDelay(true)
+    const iss = peer.conn.iss
+    expect(peer.conn.send(bytes(168), 0, 168, true)).toBe(168)
+    expect(peer.conn.send(bytes(1024, 168), 0, 1024, true)).toBe(1024)
+    h.none()
+    // Queued pushes are due at once: a shell arms its timer for now.
+    expect(h.layer.nextTimeout()).toBeLessThanOrEqual(h.now)
+    h.layer.poll(h.now)
+    const s = h.one()
+    expect(s.seq).toBe(iss + 1)
+    expect(s.flags).toBe(FLAG_ACK | FLAG_PSH)
+    expect(s.payload).toEqual(Uint8Array.from([...bytes(168), ...bytes(1024, 168)]))
+    // Nothing left queued: the next poll sends nothing, and the layer has no timer due at once.
+    h.layer.poll(h.now)
+    h.none()
+    expect(h.layer.nextTimeout()).toBeGreaterThan(h.now)
+  })
+
+  it('data queued with more leaves early when something else flushes (an ACK, a plain send, shutdownWrite)', () => {
+    const h = new Harness()
+    const peer = establish(h)
+    peer.conn.send(bytes(100), 0, 100, true)
+    peer.conn.send(bytes(50, 100))
+    expect(h.one().payload).toEqual(bytes(150))
+    peer.ack(peer.conn.sndNxt)
+    h.none()
+    peer.conn.send(bytes(20), 0, 20, true)
+    peer.conn.shutdownWrite()
+    const last = h.one()
+    expect(last.payload.length).toBe(20)
+    expect(last.flags & 0x01).toBe(0x01)
+    // The push the layer still holds finds nothing to send.
+    h.layer.poll(h.now)
+    h.none()
+  })
+
   it('the Nagle-held tail leaves with the FIN at shutdownWrite', () => {
     const h = new Harness()
     const peer = establish(h)
