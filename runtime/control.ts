@@ -49,9 +49,9 @@ async function answer(runtime: Runtime, request: ControlRequest): Promise<Contro
   const id = request.id
   switch (request.request.case) {
     case 'stat':
-      return create(ControlResponseSchema, { id, response: { case: 'stat', value: runtime.stat() } })
+      return create(ControlResponseSchema, { id, response: { case: 'stat', value: await runtime.stat() } })
     case 'flows':
-      return create(ControlResponseSchema, { id, response: { case: 'flows', value: runtime.flows(request.request.value.owner, request.request.value.limit) } })
+      return create(ControlResponseSchema, { id, response: { case: 'flows', value: await runtime.flows(request.request.value.owner, request.request.value.limit) } })
     case 'reload':
       return create(ControlResponseSchema, { id, response: { case: 'reload', value: await runtime.reload(request.request.value.configPath) } })
     default:

@@ -73,7 +73,7 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     const result = await Promise.race([resultArrived, timeout])
     // One more report cycle so the instances' counters are current.
     await new Promise((resolve) => setTimeout(resolve, 300))
-    const stat = runtime.stat()
+    const stat = await runtime.stat()
     out('')
     out('--- report ---')
     if (result === null) {

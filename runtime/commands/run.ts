@@ -9,6 +9,8 @@ export interface RunOptions {
   socket?: string
   stdout?: NodeJS.WritableStream
   stderr?: NodeJS.WritableStream
+  /** Called once the runtime is up and the control socket serves (embedding, tests). */
+  onStarted?: (runtime: Runtime) => void
 }
 
 export async function runCommand(configPath: string, options: RunOptions = {}): Promise<number> {
@@ -22,9 +24,16 @@ export async function runCommand(configPath: string, options: RunOptions = {}): 
     for (const problem of err.problems) stderr.write(`${formatProblem(problem)}\n`)
     return 1
   }
-  const runtime = await Runtime.start(loaded, {
-    log: (source, level, message) => stderr.write(`[${source}] ${level}: ${message}\n`),
-  })
+  let runtime: Runtime
+  try {
+    runtime = await Runtime.start(loaded, {
+      log: (source, level, message) => stderr.write(`[${source}] ${level}: ${message}\n`),
+    })
+  } catch (err) {
+    // A port that cannot be opened, a switch worker that could not start: nothing is left open.
+    stderr.write(`flowstack: cannot start: ${(err as { code?: string }).code ?? 'ERROR'}: ${(err as Error).message}\n`)
+    return 1
+  }
   const socketPath = options.socket ?? defaultControlPath(loaded.config)
   let server: Awaited<ReturnType<typeof serveControl>>
   try {
@@ -38,14 +47,24 @@ export async function runCommand(configPath: string, options: RunOptions = {}): 
   // Signals are handled from here on, even while an instance is still starting (or never does).
   void runtime.whenRunning().then(() => stdout.write('flowstack: running\n'))
 
+  let failure: string | undefined
   const done = new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      stdout.write(`flowstack: ${signal}, draining\n`)
+    const unhook = (): void => {
       process.off('SIGINT', onInt)
       process.off('SIGTERM', onTerm)
       process.off('SIGHUP', onHup)
+    }
+    const stop = (signal: string): void => {
+      stdout.write(`flowstack: ${signal}, draining\n`)
+      unhook()
       resolve()
     }
+    // The runtime stopped by itself (its switch worker died); it logged why.
+    void runtime.whenFailed().then((reason) => {
+      failure = reason
+      unhook()
+      resolve()
+    })
     const onInt = (): void => stop('SIGINT')
     const onTerm = (): void => stop('SIGTERM')
     const onHup = (): void => {
@@ -58,9 +77,14 @@ export async function runCommand(configPath: string, options: RunOptions = {}): 
     process.on('SIGTERM', onTerm)
     process.on('SIGHUP', onHup)
   })
+  options.onStarted?.(runtime)
   await done
   await new Promise<void>((resolve) => server.close(() => resolve()))
   await runtime.stop()
+  if (failure !== undefined) {
+    stderr.write(`flowstack: stopped: the switch failed: ${failure}\n`)
+    return 1
+  }
   stdout.write('flowstack: stopped\n')
   return 0
 }

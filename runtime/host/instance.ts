@@ -13,7 +13,7 @@ import { InstanceSchema, InstanceState, RestartPolicy, type Instance } from '../
 import type { PortInfo } from '../../nexus/ports/port.js'
 import type { RouteSpec } from '../../stacks/core/stack.js'
 import type { StackTcpOptions } from '../../stacks/sockets/shell.js'
-import type { Switch } from '../switch.js'
+import type { InstanceDataPath } from '../switch-host.js'
 import type { RuleSpec } from '../../classifier/rules.js'
 import type { CounterFamilies, InstanceTask, RuntimeMessage, WorkerMessage } from './messages.js'
 import type { TlsDefaults } from '../../stacks/sockets/tls-config.js'
@@ -25,13 +25,14 @@ export interface InstanceHostOptions {
   /** Loaded from the instance's `tls` section by the runtime. */
   tls?: TlsDefaults
   portInfo: PortInfo
-  sw: Switch
+  /** The switch (in its worker): channels, listeners, flow reports. */
+  dataPath: InstanceDataPath
   log: (instance: string, level: 'info' | 'warn' | 'error', message: string) => void
   /** Worker connection reports (ms, default 250). */
   reportIntervalMs?: number
   /** How long a stopping instance may drain before its worker is terminated (default 2000 ms). */
   stopTimeoutMs?: number
-  /** Called before an instance's flows are released after a failure (the runtime resets its peers). */
+  /** Called when the instance failed, before the switch resets its peers and releases its flows. */
   onFailure?: (index: number, reason: string) => void
   /** The instance's latest netstat-style counters. */
   onStats?: (families: CounterFamilies) => void
@@ -104,7 +105,11 @@ export class InstanceHost {
   private restartTimer: NodeJS.Timeout | null = null
   private readonly restartTimes: number[] = []
   private readyWaiters: (() => void)[] = []
+  /** The switch's detach of the last ended launch. */
+  private detached: Promise<void> = Promise.resolve()
   private readonly reportIntervalMs: number
+  /** Counts launches: names the current channel, so a fault about an earlier one is ignored. */
+  private generation = 0
 
   constructor(private readonly options: InstanceHostOptions) {
     this.name = options.config.name
@@ -136,13 +141,14 @@ export class InstanceHost {
   }
 
   private launch(): void {
-    const { config, sw, index } = this.options
+    const { config, dataPath, index } = this.options
     this.state = this.restarts === 0 ? InstanceState.STARTING : InstanceState.RESTARTING
     const sab = createChannel({ bufferCount: config.limits?.bufferCount || 1024 })
-    sw.attachInstance(index, sab)
+    const generation = ++this.generation
+    dataPath.attach(index, generation, sab)
     const { port1, port2 } = new MessageChannel()
     this.control = port1
-    port1.on('message', (message: WorkerMessage) => this.onMessage(message))
+    port1.on('message', (message: WorkerMessage) => this.onMessage(message, generation))
     const abort = new AbortController()
     this.abort = abort
     const task: InstanceTask = {
@@ -168,45 +174,62 @@ export class InstanceHost {
     )
   }
 
-  private onMessage(message: WorkerMessage): void {
-    const { sw, index, log } = this.options
+  private onMessage(message: WorkerMessage, generation: number): void {
+    const { dataPath, index, log } = this.options
     switch (message.type) {
       case 'log':
         log(this.name, message.level, message.message)
         break
       case 'ready':
-        this.state = InstanceState.RUNNING
-        for (const wake of this.readyWaiters.splice(0)) wake()
+        // The worker posted its listeners before 'ready'; they were forwarded
+        // to the switch in order, so once the switch answers the barrier a
+        // peer's first SYN finds them (RUNNING means reachable).
+        void dataPath.barrier().then(
+          () => this.running(generation),
+          () => this.running(generation), // the switch is gone: the runtime is stopping anyway
+        )
         break
       case 'listen':
-        sw.registerListener(index, message.ipVersion, message.localAddress, message.localPort)
+        dataPath.listen(index, true, message.ipVersion, message.localAddress, message.localPort)
         this.options.onListener?.(message.ipVersion, message.localAddress, message.localPort, true)
         break
       case 'unlisten':
-        sw.releaseListener(index, message.ipVersion, message.localAddress, message.localPort)
+        dataPath.listen(index, false, message.ipVersion, message.localAddress, message.localPort)
         this.options.onListener?.(message.ipVersion, message.localAddress, message.localPort, false)
         break
       case 'connections':
-        sw.reconcile(index, message.open, this.reportIntervalMs * 4)
+        dataPath.reconcile(index, message.open, this.reportIntervalMs * 4)
         this.options.onStats?.(message.families)
         break
     }
   }
 
-  /** Stops the instance from outside (a corrupt channel): terminate its worker. */
-  fail(reason: string): void {
-    if (this.abort === null || this.stopping) return
+  private running(generation: number): void {
+    if (generation !== this.generation || this.task === null || this.stopping) return
+    this.state = InstanceState.RUNNING
+    for (const wake of this.readyWaiters.splice(0)) wake()
+  }
+
+  /**
+   * Stops the instance from outside (the switch found its channel corrupt):
+   * terminate its worker. A fault about an earlier launch's channel is ignored.
+   */
+  fail(reason: string, generation = this.generation): void {
+    if (generation !== this.generation || this.abort === null || this.stopping) return
     this.lastError = reason
     this.abort.abort(new Error(reason))
   }
 
   private ended(err: unknown, control: { close(): void }): void {
     control.close()
-    const { sw, index, log, config } = this.options
+    const { dataPath, index, log, config } = this.options
     this.abort = null
     this.task = null
     if (this.stopping) {
-      sw.detachInstance(index)
+      this.detached = dataPath.detach(index, false).then(
+        () => {},
+        () => {}, // the switch is gone: nothing left to detach from
+      )
       this.state = InstanceState.STOPPED
       return
     }
@@ -214,8 +237,14 @@ export class InstanceHost {
     this.lastError = reason
     log(this.name, 'error', `stopped: ${reason}`)
     this.options.onFailure?.(index, reason)
-    const released = sw.detachInstance(index)
-    if (released > 0) log(this.name, 'warn', `released ${released} flow(s)`)
+    // Applied by the switch before the next launch's attach (one ordered queue).
+    this.detached = dataPath.detach(index, true).then(
+      ({ probes, released }) => {
+        if (probes > 0) log(this.name, 'warn', `resetting the peers of ${probes} connection(s)`)
+        if (released > 0) log(this.name, 'warn', `released ${released} flow(s)`)
+      },
+      (err: unknown) => log(this.name, 'warn', `could not release its flows: ${(err as Error).message}`),
+    )
     const restart = config.restart
     const policy = restart?.policy ?? RestartPolicy.RESTART_POLICY_UNSPECIFIED
     if (policy === RestartPolicy.NEVER) {
@@ -261,8 +290,12 @@ export class InstanceHost {
         await task.catch(() => {})
       }
     } else {
-      this.options.sw.detachInstance(this.options.index)
+      this.detached = this.options.dataPath.detach(this.options.index, false).then(
+        () => {},
+        () => {},
+      )
     }
+    await this.detached
     this.state = InstanceState.STOPPED
     await this.pool.destroy()
   }

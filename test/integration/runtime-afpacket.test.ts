@@ -108,7 +108,7 @@ describe('runtime on an AF_PACKET port with a host TAP', () => {
     const ping = await runIn(peerNs, ['ping', '-c', '3', '-i', '0.2', '-W', '2', HOST], 15000)
     expect(ping.stdout).toMatch(/3 received/)
 
-    const stat = runtime!.stat()
+    const stat = await runtime!.stat()
     const host = stat.ports.find((p) => p.name === 'wire/host')!
     // The kernel got the ARP, TCP :8080 and ICMP frames, and answered through the TAP.
     expect(Number(host.txPackets)).toBeGreaterThanOrEqual(3 + 3)

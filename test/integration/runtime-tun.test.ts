@@ -65,7 +65,7 @@ describe('runtime on a TUN port', () => {
     expect(await curl('http://[2001:db8::2]/')).toEqual({ status: 200, instance: 'alpha', bytes: 2000 })
     expect(await curl('http://198.51.100.3:8000/')).toEqual({ status: 200, instance: 'beta', bytes: 70000 })
     expect(await curl('http://[2001:db8::3]:8000/')).toEqual({ status: 200, instance: 'beta', bytes: 70000 })
-    const stat = runtime!.stat()
+    const stat = await runtime!.stat()
     expect(Number(stat.ports[0].rxPackets)).toBeGreaterThan(0)
     expect(stat.instances.map((i) => i.restarts)).toEqual([0, 0, 0])
     // Anything else the kernel sends (IPv6 neighbour discovery, MLD) is counted, not delivered.
@@ -88,9 +88,9 @@ describe('runtime on a TUN port', () => {
     expect(await curl('http://198.51.100.4/')).toEqual({ status: 200, instance: 'fragile', bytes: 100 })
     expect(runtime!.instances[0].restarts + runtime!.instances[1].restarts).toBe(0)
     // The flow table names the owners of what curl opened; its counters add up.
-    const flows = runtime!.flows().flows
+    const flows = (await runtime!.flows()).flows
     expect(flows.some((f) => f.owner === 'alpha' && f.key?.localAddress === '198.51.100.2' && f.key.localPort === 80)).toBe(true)
-    const stat = runtime!.stat()
+    const stat = await runtime!.stat()
     const delivered = stat.instances.reduce((sum, i) => sum + Number(i.rxPackets), 0)
     expect(Number(stat.ports[0].rxPackets)).toBeGreaterThanOrEqual(delivered)
   }, 60000)

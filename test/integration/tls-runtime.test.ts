@@ -206,13 +206,13 @@ describe('two TLS instances behind one TUN port (runtime)', () => {
         expect(sha256(r.stdoutBytes)).toBe(sha256(expectedBody(site)))
       }
       // The connections were steered by address to their owners, on the one port.
-      const flows = runtime!.flows().flows
+      const flows = (await runtime!.flows()).flows
       for (const site of [ALPHA, BETA]) {
         expect(flows.some((f) => f.owner === site.instance && f.key?.localAddress === (family === 'IPv4' ? site.ipv4 : site.ipv6) && f.key.localPort === 443)).toBe(true)
       }
       expect(runtime!.instances.map((i) => i.restarts)).toEqual([0, 0])
       // One port carried both: every packet an instance received came in through it.
-      const stat = runtime!.stat()
+      const stat = await runtime!.stat()
       expect(stat.ports.length).toBe(1)
       const received = stat.instances.map((i) => Number(i.rxPackets))
       for (const packets of received) expect(packets).toBeGreaterThan(0)

@@ -42,11 +42,11 @@ describe('kernel fallback per socket', () => {
     const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('no reply'), 8000))
     expect(await Promise.race([reply, timeout])).toBe('reply kernel got: hello from lo-user')
     await new Promise((resolve) => setTimeout(resolve, 200))
-    const fallback = runtime.stat().instances[0].families.find((f) => f.name === 'Fallback')
+    const fallback = (await runtime.stat()).instances[0].families.find((f) => f.name === 'Fallback')
     expect(fallback?.counters.find((c) => c.name === 'loopback')?.value).toBe(1n)
     // Every reason is reported, the ones that did not happen as 0.
     expect(fallback?.counters.map((c) => [c.name, c.value])).toEqual([['loopback', 1n], ['rule', 0n], ['no-route', 0n]])
     // Nothing of it went through the switch.
-    expect(runtime.switch.instanceTraffic[0].txPackets).toBe(0)
+    expect((await runtime.switchCounters()).instanceTraffic[0].txPackets).toBe(0)
   }, 20000)
 })

@@ -38,7 +38,7 @@ describe('listener registration', () => {
     expect(await instanceAt('http://198.51.100.11/')).toBe('one')
     expect(await instanceAt('http://198.51.100.12/')).toBe('two')
     expect(await instanceAt('http://[2001:db8::11]/')).toBe('one')
-    const reasons = runtime.stat().classifier!.reasons
+    const reasons = (await runtime.stat()).classifier!.reasons
     expect(Number(reasons.find((r) => r.name === 'listener')!.value)).toBeGreaterThanOrEqual(3)
     expect(Number(reasons.find((r) => r.name === 'rule')!.value)).toBe(0)
   }, 20000)

@@ -124,8 +124,9 @@ describe('Runtime', () => {
     await until('a restart', () => fragile.restarts >= 1 && fragile.state === InstanceState.RUNNING)
     const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 3000))
     expect(await Promise.race([idleEnded, timeout])).toBe('ECONNRESET')
-    expect(runtime.switch.resetProbes).toBeGreaterThanOrEqual(1)
-    expect(runtime.switch.resetsSent).toBeGreaterThanOrEqual(1) // the exact RST came from the switch, not the restarted stack
+    const counters = await runtime.switchCounters()
+    expect(counters.resetProbes).toBeGreaterThanOrEqual(1)
+    expect(counters.resetsSent).toBeGreaterThanOrEqual(1) // the exact RST came from the switch, not the restarted stack
     await steadyLoop
     expect(steadyServed).toBe(30)
     expect(runtime.instances[1].restarts).toBe(0)
@@ -190,13 +191,13 @@ describe('Runtime', () => {
     // ...a new one is dropped by the new rule.
     const fresh = new peer.http.Agent({ keepAlive: false })
     await expect(get('http://198.51.100.4/', fresh)).rejects.toThrow(/timeout/)
-    expect(Number(runtime.stat().classifier!.ruleGeneration)).toBe(1)
+    expect(Number((await runtime.stat()).classifier!.ruleGeneration)).toBe(1)
     // A broken config is refused with check's messages; nothing changes.
     writeFileSync(configFile, '{"ports": 3}')
     const err = capture()
     expect(await reloadCommand({ socket, stderr: err.stream })).toBe(1)
     expect(err.text()).toMatch(/ports/)
-    expect(Number(runtime.stat().classifier!.ruleGeneration)).toBe(1)
+    expect(Number((await runtime.stat()).classifier!.ruleGeneration)).toBe(1)
     agent.destroy()
     fresh.destroy()
   }, 20000)
@@ -227,14 +228,14 @@ describe('Runtime', () => {
     expect(reloaded).toBe(true)
     // A new connection to the same address follows the new rule to steady,
     // whose stack does not own that address and ignores it: no answer.
-    const steadyBefore = runtime.switch.instanceTraffic[1].rxPackets
-    const ruleHits = (name: string): bigint => runtime.stat().classifier!.rules.find((r) => r.name === name)?.value ?? -1n
-    const toBulkBefore = ruleHits('to-bulk')
+    const steadyBefore = (await runtime.switchCounters()).instanceTraffic[1].rxPackets
+    const ruleHits = async (name: string): Promise<bigint> => (await runtime.stat()).classifier!.rules.find((r) => r.name === name)?.value ?? -1n
+    const toBulkBefore = await ruleHits('to-bulk')
     const fresh = new peer.http.Agent({ keepAlive: false })
     await expect(get('http://198.51.100.5/', fresh)).rejects.toThrow(/timeout/)
-    expect(runtime.switch.instanceTraffic[1].rxPackets).toBeGreaterThan(steadyBefore)
-    expect(ruleHits('to-bulk')).toBe(toBulkBefore) // the SYN was not decided by the old rule
-    expect(runtime.stat().classifier!.rules.find((r) => r.name === 'bulk-moved')?.value).toBeGreaterThanOrEqual(1n)
+    expect((await runtime.switchCounters()).instanceTraffic[1].rxPackets).toBeGreaterThan(steadyBefore)
+    expect(await ruleHits('to-bulk')).toBe(toBulkBefore) // the SYN was not decided by the old rule
+    expect((await runtime.stat()).classifier!.rules.find((r) => r.name === 'bulk-moved')?.value).toBeGreaterThanOrEqual(1n)
     agent.destroy()
     fresh.destroy()
   }, 30000)
