@@ -5,6 +5,7 @@
       "sources": [
         "nexus/native/addon.cc",
         "nexus/native/device.cc",
+        "nexus/native/flow_table.cc",
         "nexus/native/io_thread.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -16,6 +16,8 @@ import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, keyIpVersion,
 import { extractFlowKey, extractFlowKeyFast, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
 import { OWNER_DROP, OWNER_KERNEL, RuleSet } from './rules.js'
 import { ExactTable, hashWords } from './table.js'
+import { FLOW_SLOT_WORDS, FS_BYTES, FS_KEY, FS_LAST_SEEN, FS_OWNER, FS_PACKETS, FS_RECORD, FS_RULE, FlowTable, type FlowTableMemory } from './flow-table.js'
+import { nativeFlowPath, type NativeFlowPath } from '../nexus/ports/native.js'
 
 export const enum Reason {
   Flow = 0,
@@ -117,15 +119,14 @@ export interface ClassifierOptions {
   now?: () => number
   /** Called when a held fragment is decided (its first fragment arrived, it expired, or the hold overflowed). */
   onFragmentRelease?: (token: number, decision: Decision) => void
+  /**
+   * Use the addon (when it is built) for the flow table's memory (huge
+   * pages) and classifyBatch's exact-match lookups. Default true; false keeps
+   * everything in TypeScript. Decisions are the same either way.
+   */
+  native?: boolean
 }
 
-const RECORD_WORDS = 6
-const R_OWNER = 0
-const R_RULE = 1
-const R_KIND = 2
-const R_PACKETS = 3
-const R_BYTES = 4
-const R_LAST_SEEN = 5
 const FLOW_REGISTERED = 1
 const FLOW_DECIDED = 2
 /** Datagram key: key words 0..8 (no ports) plus the fragment id. */
@@ -140,15 +141,19 @@ export class Classifier {
   private generation = 0
   private readonly now: () => number
 
-  // Flow table: key -> record index; records in parallel arrays.
-  private readonly flows: ExactTable
-  /**
-   * Flow records, RECORD_WORDS numbers each (owner, rule, kind, packets,
-   * bytes, last seen) side by side, so a hit touches one cache line or two.
-   */
-  private readonly records: Float64Array
+  // Flow table: key -> one 64-byte slot with the fields every packet of the
+  // flow reads or writes (flow-table.ts); per record id, the cold fields.
+  private readonly flows: FlowTable
+  private readonly slots: Uint32Array
+  private readonly signedSlots: Int32Array
+  private readonly flowKind: Uint8Array
+  /** Multiples of 2^32 carried out of a slot's 32-bit packet and byte counters. */
+  private readonly packetsCarry: Float64Array
+  private readonly bytesCarry: Float64Array
   private readonly freeRecords: Int32Array
   private freeCount: number
+  /** The addon's exact-match batch lookup, when it is built and enabled. */
+  private readonly native: NativeFlowPath | undefined
 
   // Listeners: [meta, local addr (zero = any), zero remote, localPort << 16] -> instance.
   private readonly listeners: ExactTable
@@ -186,7 +191,7 @@ export class Classifier {
   // Batch scratch (see classifyBatch), grown to the largest batch seen.
   private batchKeys = new Uint32Array(256 * KEY_WORDS)
   private batchHashes = new Uint32Array(256)
-  private batchRecords = new Int32Array(256)
+  private batchSlots = new Int32Array(256)
   private readonly missKey = new Uint32Array(KEY_WORDS)
   /** Keeps the batch prefetch reads observable, so the JIT cannot drop them. */
   prefetchSink = 0
@@ -210,8 +215,14 @@ export class Classifier {
     this.adoptRuleNames(options.rules)
     this.now = options.now ?? (() => performance.now())
     const maxFlows = options.maxFlows ?? 262144
-    this.flows = new ExactTable(KEY_WORDS, maxFlows)
-    this.records = new Float64Array(maxFlows * RECORD_WORDS)
+    const native = options.native === false ? undefined : nativeFlowPath()
+    this.native = native !== undefined && native.flowSlotWords === FLOW_SLOT_WORDS ? native : undefined
+    this.flows = new FlowTable(maxFlows, this.native?.allocHugeBuffer)
+    this.slots = this.flows.slots
+    this.signedSlots = this.flows.signedSlots
+    this.flowKind = new Uint8Array(maxFlows)
+    this.packetsCarry = new Float64Array(maxFlows)
+    this.bytesCarry = new Float64Array(maxFlows)
     this.freeRecords = new Int32Array(maxFlows)
     for (let i = 0; i < maxFlows; i++) this.freeRecords[i] = maxFlows - 1 - i
     this.freeCount = maxFlows
@@ -270,6 +281,11 @@ export class Classifier {
     return this.flows.size
   }
 
+  /** Where the flow table lives, and whether classifyBatch looks flows up in the addon. */
+  get flowPath(): { memory: FlowTableMemory; nativeLookup: boolean } {
+    return { memory: this.flows.memory, nativeLookup: this.native !== undefined }
+  }
+
   // -------------------------------------------------------------------------
   // Registration by instances
   // -------------------------------------------------------------------------
@@ -283,7 +299,7 @@ export class Classifier {
   /** Registers an established flow (connect/accept). Returns false when the table is full. */
   registerFlow(fields: FlowKeyFields, instance: number): boolean {
     writeKey(fields, this.scratch)
-    return this.insertFlow(this.scratch, instance, -1, FLOW_REGISTERED)
+    return this.insertFlow(this.scratch, instance, -1, FLOW_REGISTERED) >= 0
   }
 
   releaseFlow(fields: FlowKeyFields): boolean {
@@ -309,8 +325,8 @@ export class Classifier {
   /** Drops every flow and listener of an instance (it stopped or crashed). Not for the data path. */
   releaseInstance(instance: number): number {
     const doomed: Uint32Array[] = []
-    this.flows.forEach((keys, off, record) => {
-      if (this.records[record * RECORD_WORDS + R_OWNER] === instance) doomed.push(keys.slice(off, off + KEY_WORDS))
+    this.flows.forEach((_, base) => {
+      if (this.signedSlots[base + FS_OWNER] === instance) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
     this.flowRemovals++
@@ -322,12 +338,18 @@ export class Classifier {
     return doomed.length
   }
 
-  /** Removes flows created by decisions that saw no packet for idleMs. Registered flows stay. */
+  /**
+   * Removes flows created by decisions that saw no packet for more than
+   * idleMs. Registered flows stay. Last-seen times are whole milliseconds
+   * modulo 2^32 (one word in the flow's slot), so ages are exact to a
+   * millisecond and idleMs must stay below 2^32 ms (49 days).
+   */
   expireIdleFlows(idleMs: number): number {
-    const cutoff = this.now() - idleMs
+    const nowTick = this.now() >>> 0
     const doomed: Uint32Array[] = []
-    this.flows.forEach((keys, off, record) => {
-      if (this.records[record * RECORD_WORDS + R_KIND] === FLOW_DECIDED && this.records[record * RECORD_WORDS + R_LAST_SEEN] < cutoff) doomed.push(keys.slice(off, off + KEY_WORDS))
+    this.flows.forEach((_, base) => {
+      const age = (nowTick - this.slots[base + FS_LAST_SEEN]) >>> 0
+      if (this.flowKind[this.slots[base + FS_RECORD] - 1] === FLOW_DECIDED && age > idleMs) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
     this.flowRemovals++
@@ -337,37 +359,56 @@ export class Classifier {
   /** Visits every flow (for `flowstack flows`); allocates, not for the data path. */
   listFlows(): Array<{ key: FlowKeyFields; owner: number; rule: string | null; state: 'established' | 'decided'; packets: number; bytes: number }> {
     const out: ReturnType<Classifier['listFlows']> = []
-    this.flows.forEach((keys, off, record) => {
+    this.flows.forEach((_, base) => {
+      const record = this.slots[base + FS_RECORD] - 1
       out.push({
-        key: readKey(keys, off),
-        owner: this.records[record * RECORD_WORDS + R_OWNER],
-        rule: this.ruleName(this.records[record * RECORD_WORDS + R_RULE]),
-        state: this.records[record * RECORD_WORDS + R_KIND] === FLOW_REGISTERED ? 'established' : 'decided',
-        packets: this.records[record * RECORD_WORDS + R_PACKETS],
-        bytes: this.records[record * RECORD_WORDS + R_BYTES],
+        key: readKey(this.slots, base + FS_KEY),
+        owner: this.signedSlots[base + FS_OWNER],
+        rule: this.ruleName(this.signedSlots[base + FS_RULE]),
+        state: this.flowKind[record] === FLOW_REGISTERED ? 'established' : 'decided',
+        packets: this.slots[base + FS_PACKETS] + this.packetsCarry[record],
+        bytes: this.slots[base + FS_BYTES] + this.bytesCarry[record],
       })
     })
     return out
   }
 
-  private insertFlow(key: Uint32Array, owner: number, rule: number, kind: number): boolean {
-    const existing = this.flows.get(key, 0)
-    let record = existing
-    if (record < 0) {
-      if (this.freeCount === 0) return false
+  /** Registers or updates a flow; returns its slot, or -1 when the table is full. */
+  private insertFlow(key: Uint32Array, owner: number, rule: number, kind: number): number {
+    let slot = this.flows.find(key, 0)
+    let record: number
+    if (slot < 0) {
+      if (this.freeCount === 0) return -1
       record = this.freeRecords[--this.freeCount]
-      if (this.flows.set(key, 0, record) === -2) {
+      slot = this.flows.insert(key, 0, record)
+      if (slot < 0) {
         this.freeCount++
-        return false
+        return -1
       }
-      this.records[record * RECORD_WORDS + R_PACKETS] = 0
-      this.records[record * RECORD_WORDS + R_BYTES] = 0
-    }
-    this.records[record * RECORD_WORDS + R_OWNER] = owner
-    this.records[record * RECORD_WORDS + R_RULE] = rule
-    this.records[record * RECORD_WORDS + R_KIND] = kind
-    this.records[record * RECORD_WORDS + R_LAST_SEEN] = this.now()
-    return true
+      this.packetsCarry[record] = 0
+      this.bytesCarry[record] = 0
+    } else record = this.flows.record(slot)
+    const base = slot * FLOW_SLOT_WORDS
+    this.signedSlots[base + FS_OWNER] = owner
+    this.signedSlots[base + FS_RULE] = rule
+    this.slots[base + FS_LAST_SEEN] = this.now() >>> 0
+    this.flowKind[record] = kind
+    return slot
+  }
+
+  /**
+   * Counts a packet of `bytes` on the flow in `base` (a slot's first word).
+   * The slot's counters are 32-bit; what overflows is carried in side arrays.
+   */
+  private countFlowPacket(base: number, bytes: number, nowTick: number): void {
+    const slots = this.slots
+    const packets = slots[base + FS_PACKETS] + 1
+    slots[base + FS_PACKETS] = packets
+    if (packets > 0xffffffff) this.packetsCarry[slots[base + FS_RECORD] - 1] += 0x100000000
+    const total = slots[base + FS_BYTES] + bytes
+    slots[base + FS_BYTES] = total
+    if (total > 0xffffffff) this.bytesCarry[slots[base + FS_RECORD] - 1] += 0x100000000
+    slots[base + FS_LAST_SEEN] = nowTick
   }
 
   // -------------------------------------------------------------------------
@@ -382,24 +423,22 @@ export class Classifier {
     const decision = this.decision
     decision.held = false
     decision.fragmentOf = -1
-    const record = this.flows.get(key, 0)
-    if (record >= 0) {
-      const records = this.records
-      const at = record * RECORD_WORDS
-      decision.owner = records[at + R_OWNER]
-      decision.rule = records[at + R_RULE]
+    const slot = this.flows.find(key, 0)
+    if (slot >= 0) {
+      const base = slot * FLOW_SLOT_WORDS
+      decision.owner = this.signedSlots[base + FS_OWNER]
+      decision.rule = this.signedSlots[base + FS_RULE]
       decision.reason = Reason.Flow
-      records[at + R_PACKETS]++
-      records[at + R_BYTES] += bytes
-      records[at + R_LAST_SEEN] = this.now()
+      this.countFlowPacket(base, bytes, this.now() >>> 0)
       return this.count(decision)
     }
     this.decideNewFlow(key, direction, decision)
-    if (!this.insertFlow(key, decision.owner, decision.rule, FLOW_DECIDED)) this.flowTableFull++
+    const inserted = this.insertFlow(key, decision.owner, decision.rule, FLOW_DECIDED)
+    if (inserted < 0) this.flowTableFull++
     else {
-      const inserted = this.flows.get(key, 0)
-      this.records[inserted * RECORD_WORDS + R_PACKETS] = 1
-      this.records[inserted * RECORD_WORDS + R_BYTES] = bytes
+      const base = inserted * FLOW_SLOT_WORDS
+      this.slots[base + FS_PACKETS] = 1
+      this.slots[base + FS_BYTES] = bytes
     }
     return this.count(decision)
   }
@@ -516,40 +555,97 @@ export class Classifier {
    * decisions, counters and flow caching as classifyPacket on each in turn;
    * results land in `batch.owners`, `batch.rules` and `batch.reasons`.
    *
-   * The stages: read every packet's first byte; parse and hash every key
-   * and read its home slot; find every record and read it; then decide in
-   * order. With 100 000 flows the table and records are far larger than the
-   * caches and one packet's lookup is a chain of dependent misses; staging
-   * makes the misses of a batch independent so they can overlap. Measured on
-   * the shared 2-core VM (Nov 2026) this was neutral at 100 000 flows and
-   * slower than classifyPacket when the table fits in cache (the extra passes
-   * cost more than they save); keep it for the single call per ring batch,
-   * and measure again before relying on the staging.
-   * The clock is read once per batch. Packets the fast parser does not take
-   * (fragments, VLAN tags, extension headers, non-IP, malformed) and new
-   * flows go through the one-packet path at their place in the order.
+   * Two stages. First every packet's flow is looked up: with the addon, one
+   * call parses the fast-path headers, hashes and probes the same table
+   * memory for the whole batch, prefetching a chunk of home slots before
+   * probing any, so the cache misses of a batch overlap (Open vSwitch's
+   * exact-match cache in front of its classifier); without it, the same in
+   * TypeScript (parse and hash all, read every home slot, then probe). Then,
+   * in order, hits are counted on their slot (already in cache) and
+   * everything else takes the one-packet path at its place: packets the fast
+   * parser does not take (fragments, VLAN tags, extension headers, non-IP,
+   * malformed) and flows not yet in the table (new flows; an earlier packet
+   * of the same batch may have opened one). The clock is read once per batch.
    */
   classifyBatch(buf: Uint8Array, batch: PacketBatch, link: LinkKind, portIndex: number, direction: Direction): void {
     const n = batch.count
-    if (this.batchHashes.length < n) {
+    if (this.batchSlots.length < n) {
       // Grown once to the largest batch, never per packet.
       this.batchKeys = new Uint32Array(n * KEY_WORDS)
       this.batchHashes = new Uint32Array(n)
-      this.batchRecords = new Int32Array(n)
+      this.batchSlots = new Int32Array(n)
     }
     const offsets = batch.offsets
     const lengths = batch.lengths
+    const found = this.batchSlots
+    if (this.native !== undefined) {
+      this.native.flowLookupBatch(this.slots, buf, offsets, lengths, n, link, portIndex, direction === Direction.In, found)
+    } else this.lookupBatch(buf, offsets, lengths, n, link, portIndex, direction, found)
+
+    const nowTick = this.now() >>> 0
+    const removals = this.flowRemovals
+    const slots = this.slots
+    const signedSlots = this.signedSlots
+    const owners = batch.owners
+    const rules = batch.rules
+    const reasons = batch.reasons
+    const ownerCounts = this.ownerCounts
+    const key = this.missKey
+    let flowHits = 0
+    for (let i = 0; i < n; i++) {
+      let slot = found[i]
+      if (slot === -2) {
+        const decision = this.classifyPacket(buf, offsets[i], lengths[i], link, portIndex, direction, batch.tokens[i])
+        owners[i] = decision.held ? OWNER_HELD : decision.owner
+        rules[i] = decision.rule
+        reasons[i] = decision.reason
+        continue
+      }
+      if (slot < 0 || this.flowRemovals !== removals) {
+        // A miss may have become a hit (an earlier packet of this batch
+        // opened the flow), and a hit is stale if a callback removed flows
+        // (removal moves slots): look again. The fast parser took this
+        // packet in the first stage, so it takes it again.
+        extractFlowKeyFast(buf, offsets[i], lengths[i], link, portIndex, direction, key, 0)
+        slot = this.flows.find(key, 0)
+        if (slot < 0) {
+          const decision = this.classifyKey(key, direction, lengths[i])
+          owners[i] = decision.owner
+          rules[i] = decision.rule
+          reasons[i] = decision.reason
+          continue
+        }
+      }
+      const base = slot * FLOW_SLOT_WORDS
+      const owner = signedSlots[base + FS_OWNER]
+      owners[i] = owner
+      rules[i] = signedSlots[base + FS_RULE]
+      reasons[i] = Reason.Flow
+      const packets = slots[base + FS_PACKETS] + 1
+      slots[base + FS_PACKETS] = packets
+      if (packets > 0xffffffff) this.packetsCarry[slots[base + FS_RECORD] - 1] += 0x100000000
+      const bytes = slots[base + FS_BYTES] + lengths[i]
+      slots[base + FS_BYTES] = bytes
+      if (bytes > 0xffffffff) this.bytesCarry[slots[base + FS_RECORD] - 1] += 0x100000000
+      slots[base + FS_LAST_SEEN] = nowTick
+      ownerCounts[owner >= 0 ? owner + 2 : -1 - owner]++
+      flowHits++
+    }
+    this.reasonCounts[Reason.Flow] += flowHits
+  }
+
+  /**
+   * classifyBatch's first stage in TypeScript (no addon): found[i] = the
+   * flow's slot, -1 when not in the table, -2 when the fast parser refuses
+   * the packet. Parses and hashes every packet and reads each home slot
+   * before probing any, so the reads are independent and their misses can
+   * overlap (JavaScript has no prefetch hint).
+   */
+  private lookupBatch(buf: Uint8Array, offsets: Int32Array, lengths: Int32Array, n: number, link: LinkKind, portIndex: number, direction: Direction, found: Int32Array): void {
     const keys = this.batchKeys
     const hashes = this.batchHashes
-    const found = this.batchRecords
     const flows = this.flows
-    const records = this.records
     let sink = 0
-    const size = buf.length
-    for (let i = 0; i < n; i++) {
-      const offset = offsets[i]
-      if (offset >= 0 && offset < size) sink |= buf[offset]
-    }
     for (let i = 0; i < n; i++) {
       if (extractFlowKeyFast(buf, offsets[i], lengths[i], link, portIndex, direction, keys, i * KEY_WORDS)) {
         const hash = hashWords(keys, i * KEY_WORDS, KEY_WORDS)
@@ -558,54 +654,10 @@ export class Classifier {
         found[i] = -1
       } else found[i] = -2
     }
-    for (let i = 0; i < n; i++) {
-      if (found[i] === -2) continue
-      const record = flows.getHashed(keys, i * KEY_WORDS, hashes[i])
-      found[i] = record
-      if (record >= 0) sink |= records[record * RECORD_WORDS + R_PACKETS]
-    }
     this.prefetchSink = sink
-
-    const now = this.now()
-    const removals = this.flowRemovals
-    const owners = batch.owners
-    const rules = batch.rules
-    const reasons = batch.reasons
-    const ownerCounts = this.ownerCounts
-    let flowHits = 0
     for (let i = 0; i < n; i++) {
-      let record = found[i]
-      if (record === -2) {
-        const decision = this.classifyPacket(buf, offsets[i], lengths[i], link, portIndex, direction, batch.tokens[i])
-        owners[i] = decision.held ? OWNER_HELD : decision.owner
-        rules[i] = decision.rule
-        reasons[i] = decision.reason
-        continue
-      }
-      // A miss may have become a hit (an earlier packet of this batch opened
-      // the flow), and a hit may be stale if a callback removed flows.
-      if (record < 0 || this.flowRemovals !== removals) record = flows.getHashed(keys, i * KEY_WORDS, hashes[i])
-      if (record < 0) {
-        const key = this.missKey
-        for (let w = 0; w < KEY_WORDS; w++) key[w] = keys[i * KEY_WORDS + w]
-        const decision = this.classifyKey(key, direction, lengths[i])
-        owners[i] = decision.owner
-        rules[i] = decision.rule
-        reasons[i] = decision.reason
-        continue
-      }
-      const at = record * RECORD_WORDS
-      const owner = records[at + R_OWNER]
-      owners[i] = owner
-      rules[i] = records[at + R_RULE]
-      reasons[i] = Reason.Flow
-      records[at + R_PACKETS]++
-      records[at + R_BYTES] += lengths[i]
-      records[at + R_LAST_SEEN] = now
-      ownerCounts[owner >= 0 ? owner + 2 : -1 - owner]++
-      flowHits++
+      if (found[i] !== -2) found[i] = flows.findHashed(keys, i * KEY_WORDS, hashes[i])
     }
-    this.reasonCounts[Reason.Flow] += flowHits
   }
 
   private datagramKey(info: PacketInfo): Uint32Array {
@@ -711,8 +763,8 @@ export class Classifier {
     }
     const protocol = keyProtocol(key)
     if (protocol === PROTO_ICMP || protocol === PROTO_ICMPV6 || info.fragment === FragmentKind.Later) return true
-    const record = this.flows.get(key, 0)
-    if (record >= 0 && this.records[record * RECORD_WORDS + R_OWNER] === instance) return true
+    const slot = this.flows.find(key, 0)
+    if (slot >= 0 && this.signedSlots[slot * FLOW_SLOT_WORDS + FS_OWNER] === instance) return true
     if (this.findListener(key) === instance) return true
     this.spoofCounts[SpoofReason.Flow]++
     return false

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 
+#include "flow_table.h"
 #include "io_thread.h"
 #include "nexus.h"
 
@@ -295,6 +296,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layoutVersion", Napi::Number::New(env, kLayoutVersion));
   napi_value copy;
   if (napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &copy) == napi_ok) exports.Set("copyBytes", Napi::Value(env, copy));
+  RegisterFlowTable(env, exports);
   return exports;
 }
 

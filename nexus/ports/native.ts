@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { constants as osConstants } from 'node:os'
 import { FlowstackError } from '../../common/errors.js'
 import { attachChannel, createChannel, type ChannelEnd, type CreateChannelOptions } from '../channel/index.js'
-import type { LinkType, NexusPort, PortCounters, PortInfo, PortKind, PortQueueCounters } from './port.js'
+import { sumQueueCounters, type LinkType, type NexusPort, type PortCounters, type PortInfo, type PortKind, type PortQueueCounters } from './port.js'
 
 /** Per-queue counter slots written by the I/O thread (mirror of nexus/native/nexus.h `Counter`). */
 export const COUNTER_SLOTS = 16
@@ -82,6 +82,49 @@ interface NativeAddon {
   layoutVersion: number
   /** memcpy between two Uint8Array views (absent in an addon built before it). */
   copyBytes?: (dst: Uint8Array, src: Uint8Array, length: number) => void
+  /** The classifier's native fast path (absent in an addon built before it); see NativeFlowPath. */
+  allocHugeBuffer?: NativeFlowPath['allocHugeBuffer']
+  flowLookupBatch?: NativeFlowPath['flowLookupBatch']
+  flowSlotWords?: number
+}
+
+/**
+ * The classifier's exact-match fast path in the addon
+ * (nexus/native/flow_table.cc; DESIGN.md §2, Open vSwitch's split).
+ */
+export interface NativeFlowPath {
+  /** Zeroed, 2 MiB aligned memory advised for transparent huge pages; freed when the buffer is collected. */
+  allocHugeBuffer(bytes: number): ArrayBuffer
+  /**
+   * Parses the fast-path headers of packets i < n, hashes their flow keys and
+   * probes the flow table `slots` (classifier/flow-table.ts layout): out[i] is
+   * the slot index, -1 for a flow not in the table, -2 for the slow path.
+   * Returns the number of hits. Reads only.
+   */
+  flowLookupBatch(slots: Uint32Array, buf: Uint8Array, offsets: Int32Array, lengths: Int32Array, n: number, link: number, portIndex: number, inbound: boolean, out: Int32Array): number
+  /** Words per flow-table slot the addon was built for. */
+  flowSlotWords: number
+}
+
+let flowPath: NativeFlowPath | null | undefined
+
+/**
+ * The addon's flow-table functions, or undefined when the addon is not built
+ * (or predates them). Never throws: the classifier then runs in TypeScript alone.
+ */
+export function nativeFlowPath(): NativeFlowPath | undefined {
+  if (flowPath === undefined) {
+    flowPath = null
+    try {
+      const native = loadNative()
+      if (native.allocHugeBuffer !== undefined && native.flowLookupBatch !== undefined && native.flowSlotWords !== undefined) {
+        flowPath = { allocHugeBuffer: native.allocHugeBuffer, flowLookupBatch: native.flowLookupBatch, flowSlotWords: native.flowSlotWords }
+      }
+    } catch {
+      // Not built, not Linux, or a layout mismatch: the TypeScript path serves.
+    }
+  }
+  return flowPath ?? undefined
 }
 
 let addon: NativeAddon | undefined
@@ -280,24 +323,8 @@ export class NativePort implements NexusPort {
   counters(): PortCounters {
     this.assertOpen()
     const queues: PortQueueCounters[] = []
-    const total: PortQueueCounters = {
-      rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0,
-      drops: { ringFull: 0, poolEmpty: 0, oversize: 0 }, syscalls: 0, doorbells: 0,
-    }
-    for (let q = 0; q < this.queues.length; q++) {
-      const c = this.queueCounters(q)
-      queues.push(c)
-      total.rxPackets += c.rxPackets
-      total.rxBytes += c.rxBytes
-      total.txPackets += c.txPackets
-      total.txBytes += c.txBytes
-      total.drops.ringFull += c.drops.ringFull
-      total.drops.poolEmpty += c.drops.poolEmpty
-      total.drops.oversize += c.drops.oversize
-      total.syscalls += c.syscalls
-      total.doorbells += c.doorbells
-    }
-    return { ...total, queues }
+    for (let q = 0; q < this.queues.length; q++) queues.push(this.queueCounters(q))
+    return sumQueueCounters(queues)
   }
 
   /** Transmit errors the kernel reported (EINVAL, EIO ...) and corrupt descriptors, per port. */
