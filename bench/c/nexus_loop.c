@@ -15,9 +15,10 @@
  *                                              TCP payload read from A, the time from its
  *                                              first to its last payload-carrying read, and
  *                                              the relay's own user+system CPU time
- *   tcp-send   DST_IP PORT SECONDS             kernel TCP sender: connect, write() 256 KiB at a
+ *   tcp-send   DST_IP PORT SECONDS [CC]        kernel TCP sender: connect, write() 256 KiB at a
  *                                              time until SECONDS pass, then FIN; prints
- *                                              "BYTES_WRITTEN CPU_SECONDS"
+ *                                              "BYTES_WRITTEN CPU_SECONDS"; CC picks the
+ *                                              congestion control (TCP_CONGESTION)
  *   tun-sink   NAME SECONDS                    minimal TCP receiver on an existing vnet_hdr TUN
  *                                              (the C counterpart of bench/native-tcp-sink.ts,
  *                                              same ACK policy): answers a SYN, ACKs in-order
@@ -286,6 +287,7 @@ static int tcp_send(char **argv) {
   struct timeval timeout = {.tv_sec = 1};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (argv[3] != NULL && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, argv[3], (socklen_t)strlen(argv[3])) < 0) die("TCP_CONGESTION");
   if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) die("connect");
   static uint8_t chunk[256 * 1024];
   double end = now() + atof(argv[2]);
