@@ -5,9 +5,11 @@
 // anti-spoofing first. Decisions are counted by the classifier; what the
 // switch itself drops is counted here by reason.
 //
-// It runs in the runtime's main thread for now (DESIGN.md §2 puts it in its
-// own worker; native ports' doorbells are delivered to the main thread, so
-// moving it means forwarding those wake-ups).
+// It runs in the switch worker (switch-worker.ts, data-path.ts), the thread
+// that opened the ports, so native doorbells wake this loop directly. Packets
+// from a port are classified a ring batch per call (Classifier.classifyBatch);
+// instance TX stays one packet at a time, since flow learning and
+// anti-spoofing decide between its packets.
 //
 // On Ethernet ports, ARP and neighbour solicitations/advertisements are
 // steered by the address they are about, and unclaimed frames between
@@ -26,7 +28,7 @@
 // are released when the worker's periodic report no longer lists them or
 // when the instance stops.
 import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
-import { OWNER_DROP, SpoofReason, type Classifier, type Decision } from '../classifier/index.js'
+import { OWNER_DROP, OWNER_HELD, PacketBatch, SpoofReason, type Classifier } from '../classifier/index.js'
 import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
@@ -123,6 +125,17 @@ export class Switch {
   private neighbourKey = ''
   private readonly hostMacs: number[]
   private readonly info = new PacketInfo()
+  /** The port packets of one receive() call waiting for classification, and their buffer indices. */
+  private readonly portBatch = new PacketBatch(BATCH)
+  private readonly portBatchIndex = new Int32Array(BATCH)
+  /** Per port: its whole channel as one view, so a batch's packets are offsets into one buffer. */
+  private readonly portViews: Uint8Array[]
+  /** The port whose batch is being classified, or -1. */
+  private batchPort = -1
+  /** Held fragments released during a batch: their token, their first fragment's token, the decision (arrays reused). */
+  private readonly releasedTokens: number[] = []
+  private readonly releasedFirsts: number[] = []
+  private readonly releasedOwners: number[] = []
   private running = false
   private loopDone: Promise<void> = Promise.resolve()
   private readonly wakers: (() => void)[] = []
@@ -154,6 +167,7 @@ export class Switch {
     this.ownedAddresses = instances.map((inst) => new Set(inst.addresses.map(canonicalAddress)))
     this.linkKinds = ports.map((port) => (port.link === 'ethernet' ? LinkKind.Ethernet : LinkKind.Ip))
     this.l3Offsets = ports.map((port) => (port.link === 'ethernet' ? ETHERNET_HEADER : 0))
+    this.portViews = ports.map((port) => new Uint8Array(port.end.sab))
     instances.forEach((inst, i) => {
       if (inst.mac !== undefined) this.macOwners.set(macKey(inst.mac, 0), i)
       for (const address of this.ownedAddresses[i]) this.addressOwners.set(`${inst.port} ${address}`, i)
@@ -165,7 +179,15 @@ export class Switch {
       }
     })
     // A later fragment whose first fragment had not arrived: classify it when it does.
-    classifier.onFragmentRelease = (token, decision) => this.routeFromPort(Math.floor(token / 65536), token % 65536, decision, -1)
+    classifier.onFragmentRelease = (token, decision) => {
+      // During a batch, a fragment released by its first fragment waits for
+      // that packet's turn, so it leaves just before it, as one at a time would.
+      if (this.batchPort >= 0 && decision.fragmentOf >= 0) {
+        this.releasedTokens.push(token)
+        this.releasedFirsts.push(decision.fragmentOf)
+        this.releasedOwners.push(decision.owner)
+      } else this.routeFromPort(Math.floor(token / 65536), token % 65536, decision.owner, -1)
+    }
   }
 
   // ------------------------------------------------------------ instances
@@ -284,6 +306,7 @@ export class Switch {
     for (let p = 0; p < this.ports.length; p++) {
       this.currentPort = p
       moved += this.ports[p].end.receive(BATCH, this.onPortPacket)
+      this.classifyPortBatch(p)
       const host = this.ports[p].host
       if (host !== undefined) moved += host.end.receive(BATCH, this.onHostPacket)
     }
@@ -321,6 +344,8 @@ export class Switch {
       // ask about in their payload, not in a flow key: steer them by it.
       const owner = this.neighbourOwner(p, buf, off, length - off)
       if (owner >= 0) {
+        // Packets before it in this batch go first: order on the wire is kept.
+        this.classifyPortBatch(p)
         this.deliver(owner, buf, off, length - off)
         // An address the instance shares with the kernel: both keep their neighbour caches.
         if (port.host !== undefined && this.sharedWithKernel.has(this.neighbourKey)) this.toHost(p, buf, off, length - off)
@@ -328,9 +353,51 @@ export class Switch {
         return
       }
     }
-    const decision = this.classifier.classifyPacket(buf, off, length - off, this.linkKinds[p], p, Direction.In, p * 65536 + index)
-    if (decision.held) return // the buffer stays held until onFragmentRelease
-    this.routeFromPort(p, index, decision, length - off)
+    // receive() hands at most BATCH descriptors per call, the batch's capacity.
+    this.portBatchIndex[this.portBatch.count] = index
+    this.portBatch.add(buf.byteOffset + off, length - off, p * 65536 + index)
+  }
+
+  /** Classifies the port packets gathered so far in one call, then routes each in order. */
+  private classifyPortBatch(p: number): void {
+    const batch = this.portBatch
+    const n = batch.count
+    if (n === 0) return
+    this.batchPort = p
+    try {
+      this.classifier.classifyBatch(this.portViews[p], batch, this.linkKinds[p], p, Direction.In)
+    } finally {
+      this.batchPort = -1
+    }
+    const owners = batch.owners
+    const released = this.releasedTokens.length
+    for (let i = 0; i < n; i++) {
+      if (released > 0) this.routeReleased(batch.tokens[i])
+      // A held later fragment's buffer stays held until onFragmentRelease.
+      if (owners[i] !== OWNER_HELD) this.routeFromPort(p, this.portBatchIndex[i], owners[i], batch.lengths[i])
+    }
+    if (released > 0) this.routeReleased(-1)
+    batch.clear()
+  }
+
+  /** Routes the fragments a batch released that wait for `first` (-1: every one left). */
+  private routeReleased(first: number): void {
+    const tokens = this.releasedTokens
+    let kept = 0
+    for (let r = 0; r < tokens.length; r++) {
+      const token = tokens[r]
+      if (first < 0 || this.releasedFirsts[r] === first) {
+        this.routeFromPort(Math.floor(token / 65536), token % 65536, this.releasedOwners[r], -1)
+      } else {
+        tokens[kept] = token
+        this.releasedFirsts[kept] = this.releasedFirsts[r]
+        this.releasedOwners[kept] = this.releasedOwners[r]
+        kept++
+      }
+    }
+    tokens.length = kept
+    this.releasedFirsts.length = kept
+    this.releasedOwners.length = kept
   }
 
   /**
@@ -358,15 +425,15 @@ export class Switch {
   }
 
   /** `length` is the IP packet's length, or -1 for a released held fragment (re-read from its header). */
-  private routeFromPort(p: number, index: number, decision: Decision, ipLength: number): void {
+  private routeFromPort(p: number, index: number, owner: number, ipLength: number): void {
     const port = this.ports[p]
     const buf = port.end.buffer(index)
     const off = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
     const l3 = this.l3Offsets[p]
     const length = ipLength >= 0 ? ipLength : Math.min(l3 + ipPacketLength(buf, off + l3), buf.length - off)
-    if (decision.owner >= 0) {
-      if (length > 0) this.deliver(decision.owner, buf, off, length)
-    } else if (decision.owner !== OWNER_DROP) {
+    if (owner >= 0) {
+      if (length > 0) this.deliver(owner, buf, off, length)
+    } else if (owner !== OWNER_DROP) {
       // kernel: handed to the host TAP when the port has one. Without one, on
       // an IP port the packet came from the kernel (TUN) or from the far end
       // of a memory wire, and there is nobody to hand it to.

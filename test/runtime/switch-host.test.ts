@@ -122,6 +122,22 @@ describe('Switch with a host TAP', () => {
     expect(drain(kernel)).toHaveLength(0)
   })
 
+  it('keeps wire order for an instance when neighbour discovery comes in the middle of a classified batch', () => {
+    const { sw, wire, other } = setup()
+    sw.registerListener(1, 4, '0.0.0.0', 80)
+    const before = tcpFrame(OTHER_MAC, PEER_MAC, '198.51.100.9', '198.51.100.3', 80)
+    const ask = arp(1, PEER_MAC, [198, 51, 100, 9], [198, 51, 100, 3], BROADCAST)
+    const after = tcpFrame(OTHER_MAC, PEER_MAC, '198.51.100.10', '198.51.100.3', 80)
+    for (const frame of [before, ask, after]) {
+      const index = wire.alloc()
+      wire.buffer(index).set(frame)
+      expect(wire.send(index, frame.length)).toBe(true)
+    }
+    wire.flush()
+    expect(sw.pass()).toBe(3)
+    expect(drain(other).map((f) => [...f])).toEqual([[...before], [...ask], [...after]])
+  })
+
   it('sends what the kernel writes into the TAP out on the wire, and to an instance by its MAC or address', () => {
     const { sw, wire, kernel, shared, other } = setup()
     const reply = tcpFrame(PEER_MAC, KERNEL_MAC, '198.51.100.1', '198.51.100.9', 40000)

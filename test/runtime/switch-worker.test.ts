@@ -67,7 +67,7 @@ describe('the switch worker', () => {
     await expect(runtime.flows()).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
   }, 30000)
 
-  it('fails Runtime.start with the port's FlowstackError when a port cannot be opened, without hanging', async () => {
+  it("fails Runtime.start with the port's FlowstackError when a port cannot be opened, without hanging", async () => {
     const loaded = parseConfigJson({
       ports: [
         { name: 'p0', memory: { wire: 'w', ipOnly: true } },

@@ -117,6 +117,36 @@ describe('Switch', () => {
     expect(sw.drops[SwitchDrop.NoKernel]).toBe(1) // no flow any more: the port default (kernel), and no host TAP
   })
 
+  it('classifies a ring batch in one call and routes each packet in order, a held later fragment with its first', () => {
+    const { sw, wire, web, client, classifier } = setup()
+    sw.registerListener(1, 4, '198.51.100.3', 8080)
+    const first = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40000, dstPort: 80 }, TCP_FLAGS.SYN)
+    const later = buildPacket({ ipVersion: 4, protocol: 6, src: '192.0.2.9', dst: '198.51.100.2', payload: 8, fragment: { offset: 64, more: false, id: 7 } })
+    const head = buildPacket({ ipVersion: 4, protocol: 6, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40001, dstPort: 80, payload: 64, fragment: { offset: 0, more: true, id: 7 } })
+    const toClient = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.3', srcPort: 40002, dstPort: 8080 }, TCP_FLAGS.SYN)
+    const blocked = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '203.0.113.5', srcPort: 40003, dstPort: 80 }, TCP_FLAGS.SYN)
+    const last = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40004, dstPort: 80 }, TCP_FLAGS.SYN)
+    // One ring batch: the later fragment comes before its first one.
+    for (const packet of [first, later, toClient, blocked, head, last]) {
+      const index = wire.alloc()
+      wire.buffer(index).set(packet)
+      expect(wire.send(index, packet.length)).toBe(true)
+    }
+    wire.flush()
+    expect(sw.pass()).toBe(6)
+    const got = drain(web).map((p) => [...p])
+    // The later fragment was held, then routed with its first fragment's decision, just before it (as one packet at a time would).
+    expect(got).toEqual([[...first], [...later], [...head], [...last]])
+    expect(drain(client).map((p) => [...p])).toEqual([[...toClient]])
+    expect(classifier.ownerCounts[1]).toBe(1) // the blocked network's drop
+    expect(sw.drops[SwitchDrop.NoKernel]).toBe(0)
+    // Every port buffer went back to the wire's side (none left held by the switch).
+    expect(wire.poolAccounting().held).toBe(0)
+    let returned = 0
+    for (let i = 0; i < 64 && wire.alloc() >= 0; i++) returned++
+    expect(returned).toBe(wire.bufferCount / 2)
+  })
+
   it('reads TCP flags only from first-fragment TCP packets', () => {
     expect(tcpFlagsOf(tcp({ ipVersion: 6, src: '2001:db8::3', dst: '2001:db8::2', srcPort: 1, dstPort: 2 }, TCP_FLAGS.RST), 60)).toBe(TCP_FLAGS.RST)
     expect(tcpFlagsOf(buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '198.51.100.2', srcPort: 1, dstPort: 2 }), 36)).toBe(-1)
