@@ -142,6 +142,15 @@ bool OpenAfPacketQueue(const OpenOptions& options, OpenResult* result, OsError* 
   // Our own transmissions would otherwise loop back into the RX ring.
   int one = 1;
   if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0) return Fail(error, "setsockopt(PACKET_IGNORE_OUTGOING)");
+  // A peer with tx checksum offload (a veth end, a local sender) hands over
+  // frames whose TCP/UDP checksum is not computed yet (CHECKSUM_PARTIAL,
+  // TP_STATUS_CSUMNOTREADY). PACKET_VNET_HDR makes the kernel write a struct
+  // virtio_net_hdr (csum_start, csum_offset) in front of every ring frame, so
+  // the I/O thread can pass that work up (DESC_VNET_HDR + NEEDS_CSUM, as on a
+  // vnet_hdr TUN); it also makes every transmitted frame start with one. It
+  // must precede PACKET_RX_RING. Best effort: without it (an old kernel)
+  // frames arrive as before, and the I/O thread asks the socket which it is.
+  (void)setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one));
   struct tpacket_req3 req;
   std::memset(&req, 0, sizeof(req));
   req.tp_block_size = options.block_size;

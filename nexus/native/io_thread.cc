@@ -24,6 +24,10 @@ namespace flowstack {
 namespace {
 constexpr uint32_t kBatch = 64;
 constexpr size_t kScratchBytes = 128 * 1024;
+// struct virtio_net_hdr as PACKET_VNET_HDR reads and writes it (no num_buffers).
+constexpr uint32_t kPacketVnetHdrBytes = 10;
+constexpr uint8_t kVirtioNetHdrFNeedsCsum = 1;
+constexpr uint8_t kVirtioNetHdrGsoNone = 0;
 
 uint32_t LoadAcquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 uint32_t LoadRelaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -98,6 +102,11 @@ std::string IoQueue::Start() {
   }
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) return std::string("eventfd: ") + std::strerror(errno);
+  if (config_.kind == DeviceKind::kAfPacket) {
+    int enabled = 0;
+    socklen_t len = sizeof(enabled);
+    packet_vnet_hdr_ = getsockopt(config_.fd, SOL_PACKET, PACKET_VNET_HDR, &enabled, &len) == 0 && enabled != 0;
+  }
   Set(kOwnedFree, free_.size());
   thread_ = std::thread([this] { Run(); });
   started_ = true;
@@ -255,6 +264,7 @@ bool IoQueue::ServiceTx() {
   static const uint8_t zero_vnet_hdr[kVirtioNetHdrBytes] = {};
   struct mmsghdr msgs[kBatch];
   struct iovec iovs[kBatch];
+  struct iovec with_hdr[kBatch][2];
   uint32_t indices[kBatch];
   uint32_t positions[kBatch];
   while (tail != head && budget > 0) {
@@ -312,8 +322,17 @@ bool IoQueue::ServiceTx() {
         uint32_t count = usable - sent_total;
         for (uint32_t i = 0; i < count; i++) {
           std::memset(&msgs[i], 0, sizeof(msgs[i]));
-          msgs[i].msg_hdr.msg_iov = &iovs[sent_total + i];
-          msgs[i].msg_hdr.msg_iovlen = 1;
+          if (packet_vnet_hdr_) {
+            // The socket expects a virtio_net_hdr first: "no offload".
+            with_hdr[i][0].iov_base = const_cast<uint8_t*>(zero_vnet_hdr);
+            with_hdr[i][0].iov_len = kPacketVnetHdrBytes;
+            with_hdr[i][1] = iovs[sent_total + i];
+            msgs[i].msg_hdr.msg_iov = with_hdr[i];
+            msgs[i].msg_hdr.msg_iovlen = 2;
+          } else {
+            msgs[i].msg_hdr.msg_iov = &iovs[sent_total + i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+          }
         }
         Add(kSyscalls, 1);
         int rc = sendmmsg(config_.fd, msgs, count, MSG_DONTWAIT);
@@ -463,8 +482,15 @@ bool IoQueue::ServicePacketRing() {
     if (block_packet_ == 0) block_offset_ = block->hdr.bh1.offset_to_first_pkt;
     while (block_packet_ < packets) {
       auto* frame = reinterpret_cast<struct tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block_offset_);
+      const uint8_t* data = reinterpret_cast<const uint8_t*>(frame) + frame->tp_mac;
       uint32_t length = frame->tp_snaplen;
-      bool oversize = length > ch.buffer_size || frame->tp_len > frame->tp_snaplen;
+      // A frame the kernel left work on (partial checksum, TP_STATUS_CSUMNOTREADY;
+      // or GSO) goes up with the kernel's virtio_net_hdr in front, as on a
+      // vnet_hdr TUN: the consumer finishes it. Complete frames go up bare.
+      const uint8_t* vnet = packet_vnet_hdr_ ? data - kPacketVnetHdrBytes : nullptr;
+      bool offload = vnet != nullptr && ((vnet[0] & kVirtioNetHdrFNeedsCsum) != 0 || vnet[1] != kVirtioNetHdrGsoNone);
+      uint32_t headroom = offload ? kVirtioNetHdrBytes : 0;
+      bool oversize = length + headroom > ch.buffer_size || frame->tp_len > frame->tp_snaplen;
       if (!oversize) {
         bool room = RxRoom();
         if (!room && rx_starved_) {
@@ -477,8 +503,13 @@ bool IoQueue::ServicePacketRing() {
         } else {
           uint32_t index = free_.back();
           free_.pop_back();
-          std::memcpy(Buffer(index), reinterpret_cast<const uint8_t*>(frame) + frame->tp_mac, length);
-          ProduceRx(index, length, 0);
+          uint8_t* buffer = Buffer(index);
+          if (offload) {
+            std::memcpy(buffer, vnet, kPacketVnetHdrBytes);
+            buffer[10] = buffer[11] = 0;  // num_buffers of the 12-byte v1 header
+          }
+          std::memcpy(buffer + headroom, data, length);
+          ProduceRx(index, length + headroom, offload ? kDescVnetHdr : 0);
           Add(kRxPackets, 1);
           Add(kRxBytes, length);
         }

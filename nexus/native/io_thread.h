@@ -81,6 +81,9 @@ class IoQueue {
   uint32_t tx_return_published_ = 0;
   bool tx_blocked_ = false;
   bool device_gone_ = false;  // the device refused a write with EAGAIN: wait for POLLOUT
+  // AF_PACKET socket with PACKET_VNET_HDR: a 10-byte struct virtio_net_hdr
+  // precedes every ring frame, and every sent frame must start with one.
+  bool packet_vnet_hdr_ = false;
   uint32_t block_cursor_ = 0;
   // Position inside the current TPACKET_V3 block when reading paused mid-block.
   uint32_t block_packet_ = 0;
