@@ -1,6 +1,7 @@
 // Public surface of the flow classifier.
 export * from './key.js'
 export * from './table.js'
+export * from './flow-table.js'
 export * from './extract.js'
 export * from './rules.js'
 export * from './classifier.js'

@@ -3,7 +3,7 @@
 // random packets, flow and listener registrations and atomic rule swaps.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { Classifier, LinearRuleScan, Direction, LinkKind, OWNER_DROP, OWNER_KERNEL, REASON_NAMES, RuleSet, parsePrefix, writeKey, KEY_WORDS, type RuleSpec } from '../../classifier/index.js'
+import { Classifier, LinearRuleScan, Direction, LinkKind, OWNER_DROP, OWNER_KERNEL, PacketBatch, REASON_NAMES, RuleSet, parsePrefix, writeKey, KEY_WORDS, type RuleSpec } from '../../classifier/index.js'
 import { ReferenceClassifier, type RefOwner, type RefPacket, type RefRule } from './reference.js'
 import { buildPacket } from './packets.js'
 
@@ -135,6 +135,10 @@ function toSpec(rule: RefRule): RuleSpec {
   }
 }
 
+function hasPortsProtocol(protocol: number): boolean {
+  return protocol === 6 || protocol === 17
+}
+
 function packetBytes(p: RefPacket, ethernet: boolean): Uint8Array {
   const inbound = p.direction === 'in'
   return buildPacket({
@@ -200,6 +204,114 @@ describe('classifier vs linear-scan reference', () => {
       { numRuns: 300, seed: 20261122 },
     )
     expect(decisions).toBeGreaterThan(8_000)
+  })
+
+  it('agrees through classifyBatch, with the addon\'s exact-match lookup and in TypeScript alone, across releases and rule swaps', () => {
+    type BatchOp =
+      | { op: 'batch'; port: number; direction: 'in' | 'out'; ethernet: boolean; packets: RefPacket[] }
+      | { op: 'flow'; packet: RefPacket; owner: number }
+      | { op: 'release'; packet: RefPacket }
+      | { op: 'swap'; rules: RefRule[] }
+    // Few distinct flows, so batches repeat flows (a new flow's second packet
+    // in the same batch is a hit) and releases hit flows that exist.
+    const smallPacket: fc.Arbitrary<RefPacket> = fc
+      .record({ ipVersion: family, protocol: fc.constantFrom(6, 17, 6, 17, 1), local: fc.nat(1), remote: fc.nat(2), localPort: fc.constantFrom(53, 443), remotePort: fc.constantFrom(40000, 1) })
+      .map((p) => {
+        const pool = p.ipVersion === 4 ? V4 : V6
+        const ports = p.protocol === 6 || p.protocol === 17
+        return { ipVersion: p.ipVersion, protocol: p.protocol, localAddress: pool[p.local], remoteAddress: pool[3 + p.remote], localPort: ports ? p.localPort : 0, remotePort: ports ? p.remotePort : 0, port: 0, direction: 'in' as const }
+      })
+    const batchOp: fc.Arbitrary<BatchOp> = fc.oneof(
+      {
+        weight: 8,
+        arbitrary: fc.record({
+          op: fc.constant('batch' as const),
+          port: fc.integer({ min: 0, max: PORT_COUNT - 1 }),
+          direction: fc.constantFrom<'in' | 'out'>('in', 'out'),
+          ethernet: fc.boolean(),
+          packets: fc.array(smallPacket, { minLength: 1, maxLength: 40 }),
+        }),
+      },
+      { weight: 1, arbitrary: fc.record({ op: fc.constant('flow' as const), packet: smallPacket, owner: fc.integer({ min: 0, max: INSTANCES - 1 }) }) },
+      { weight: 2, arbitrary: fc.record({ op: fc.constant('release' as const), packet: smallPacket }) },
+      { weight: 1, arbitrary: fc.record({ op: fc.constant('swap' as const), rules: ruleSet }) },
+    )
+    const defaults: RefOwner[] = ['kernel', 'drop']
+    let decisions = 0
+    let nativeHits = 0
+    fc.assert(
+      fc.property(ruleSet, fc.array(batchOp, { minLength: 10, maxLength: 40 }), (rules, ops) => {
+        const reference = new ReferenceClassifier(rules, defaults)
+        const make = (native: boolean): Classifier =>
+          new Classifier({
+            ports: defaults.map((d, i) => ({ name: `p${i}`, defaultOwner: ownerIndex(d) })),
+            instances: ['a', 'b', 'c'],
+            rules: new RuleSet(rules.map(toSpec)),
+            maxFlows: 512,
+            now: () => 0,
+            native,
+          })
+        const withAddon = make(true)
+        const tsOnly = make(false)
+        // Fails, rather than passing on the TypeScript path twice, when the addon is not built.
+        expect(withAddon.flowPath.nativeLookup).toBe(true)
+        expect(tsOnly.flowPath.nativeLookup).toBe(false)
+        const arena = new Uint8Array(40 * 128)
+        const batch = new PacketBatch(40)
+        for (const op of ops) {
+          switch (op.op) {
+            case 'swap':
+              reference.replaceRules(op.rules)
+              withAddon.replaceRules(new RuleSet(op.rules.map(toSpec)))
+              tsOnly.replaceRules(new RuleSet(op.rules.map(toSpec)))
+              break
+            case 'flow':
+              reference.registerFlow(op.packet, op.owner)
+              expect(withAddon.registerFlow(op.packet, op.owner)).toBe(true)
+              expect(tsOnly.registerFlow(op.packet, op.owner)).toBe(true)
+              break
+            case 'release': {
+              const p = hasPortsProtocol(op.packet.protocol) ? op.packet : { ...op.packet, localPort: 0, remotePort: 0 }
+              reference.releaseFlow(p)
+              expect(withAddon.releaseFlow(p)).toBe(tsOnly.releaseFlow(p))
+              break
+            }
+            case 'batch': {
+              batch.clear()
+              const packets = op.packets.map((p) => ({ ...p, port: op.port, direction: op.direction }))
+              packets.forEach((p, i) => {
+                const bytes = packetBytes(p, op.ethernet)
+                arena.set(bytes, i * 128)
+                batch.add(i * 128, bytes.length, i)
+              })
+              const link = op.ethernet ? LinkKind.Ethernet : LinkKind.Ip
+              const direction = op.direction === 'in' ? Direction.In : Direction.Out
+              const flowsBefore = withAddon.reasonCounts[0]
+              const results: Array<Array<{ owner: number; rule: string | null; reason: string }>> = []
+              for (const c of [withAddon, tsOnly]) {
+                c.classifyBatch(arena, batch, link, op.port, direction)
+                results.push(packets.map((_, i) => ({ owner: batch.owners[i], rule: c.ruleName(batch.rules[i]), reason: REASON_NAMES[batch.reasons[i]] })))
+              }
+              nativeHits += withAddon.reasonCounts[0] - flowsBefore
+              const expected = packets.map((p) => {
+                const d = reference.classify(p)
+                return { owner: ownerIndex(d.owner), rule: d.rule, reason: d.reason }
+              })
+              expect(results[0]).toEqual(expected)
+              expect(results[1]).toEqual(expected)
+              decisions += packets.length
+            }
+          }
+        }
+        const flows = (c: Classifier): string[] => c.listFlows().map((f) => JSON.stringify(f)).sort()
+        expect(flows(withAddon)).toEqual(flows(tsOnly))
+        expect(Array.from(withAddon.reasonCounts)).toEqual(Array.from(tsOnly.reasonCounts))
+        expect(Array.from(withAddon.ownerCounts)).toEqual(Array.from(tsOnly.ownerCounts))
+      }),
+      { numRuns: 100, seed: 1123 },
+    )
+    expect(decisions).toBeGreaterThan(5_000)
+    expect(nativeHits).toBeGreaterThan(1_000)
   })
 
   it('agrees on large rule sets that exercise many tuples', () => {

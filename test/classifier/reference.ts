@@ -95,6 +95,10 @@ export class ReferenceClassifier {
     this.flows.set(ReferenceClassifier.flowKey(p), { owner, rule: null })
   }
 
+  releaseFlow(p: Omit<RefPacket, 'direction'>): void {
+    this.flows.delete(ReferenceClassifier.flowKey(hasPorts(p.protocol) ? p : { ...p, localPort: 0, remotePort: 0 }))
+  }
+
   registerListener(l: { ipVersion: 4 | 6; protocol: number; localAddress: string | null; localPort: number; port: number }, owner: number): void {
     const address = l.localAddress === null ? null : canonicalAddress(l.localAddress, l.ipVersion)
     const existing = this.listeners.findIndex((x) => x.ipVersion === l.ipVersion && x.protocol === l.protocol && x.address === address && x.localPort === l.localPort && x.port === l.port)
