@@ -137,6 +137,9 @@ const PEER = 2
 
 const corruptChannel = diagnosticsChannel('flowstack:channel:corrupt')
 
+/** The first side of each channel attached in this thread (without a notifier), until its peer attaches here. */
+const endsInThisThread = new WeakMap<SharedArrayBuffer, ChannelEnd>()
+
 function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0
 }
@@ -300,6 +303,7 @@ export class ChannelEnd {
       this.inRingId = RING_RX
       this.returnInRingId = RING_TX_RETURN
     }
+    if (notifier === undefined) this.pairWithLocalPeer(sab)
     this.views = new Array<Uint8Array | undefined>(g.bufferCount).fill(undefined)
     this.ownership = new Uint8Array(g.bufferCount)
     this.freeList = new Int32Array(g.bufferCount)
@@ -581,6 +585,27 @@ export class ChannelEnd {
   }
 
   // ------------------------------------------------------------------ private
+
+  /**
+   * When the other side of this channel is attached in this thread too (a
+   * memory port used where its wire lives, a test), the rings' doorbells
+   * become direct calls (SpscRing.pairLocal). Safe because each side is
+   * attached once: the peer found here is the only producer and consumer on
+   * the other end of every ring.
+   */
+  private pairWithLocalPeer(sab: SharedArrayBuffer): void {
+    const peer = endsInThisThread.get(sab)
+    if (peer === undefined) {
+      endsInThisThread.set(sab, this)
+      return
+    }
+    endsInThisThread.delete(sab)
+    if (peer.side === this.side) return
+    SpscRing.pairLocal(this.outRing, peer.inRing)
+    SpscRing.pairLocal(this.inRing, peer.outRing)
+    SpscRing.pairLocal(this.returnOutRing, peer.returnInRing)
+    SpscRing.pairLocal(this.returnInRing, peer.returnOutRing)
+  }
 
   private flushReturns(): void {
     if (this.backlogCount !== 0) {

@@ -89,6 +89,13 @@ export class SpscRing {
   wakeups = 0
 
   private wakeResolve: (() => void) | null = null
+  /**
+   * The other side's object for this same ring when both sides are attached
+   * in this thread (ChannelEnd pairs them): its doorbell is then a direct
+   * call and the consumer sleeps on a plain promise, with no V8 waiter, no
+   * posted task and no event-loop turn per wake-up.
+   */
+  private localPeer: SpscRing | null = null
 
   constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, options: SpscRingOptions = {}) {
     if (!Number.isInteger(capacity) || capacity < 1 || (capacity & (capacity - 1)) !== 0) {
@@ -179,7 +186,21 @@ export class SpscRing {
     Atomics.add(this.words, this.sequenceWord, 1)
     this.doorbellsRung++
     if (this.notifier !== undefined) this.notifier()
+    else if (this.localPeer !== null) this.localPeer.wakeNextTurn()
     else Atomics.notify(this.words, this.sequenceWord)
+  }
+
+  /**
+   * Pairs the two objects of one ring when its producer and its consumer are
+   * both in this thread. Only for the two sides of one channel, each attached
+   * once (H_ATTACHED): a third party sharing the words would never be woken.
+   */
+  static pairLocal(a: SpscRing, b: SpscRing): void {
+    if (a.words.buffer !== b.words.buffer || a.byteOffset !== b.byteOffset || a === b) {
+      throw new FlowstackError('CHANNEL_BAD_LAYOUT', 'only the two ends of one ring pair up')
+    }
+    a.localPeer = b
+    b.localPeer = a
   }
 
   // ---------------------------------------------------------------- consumer
@@ -266,6 +287,7 @@ export class SpscRing {
       Atomics.store(w, this.waitersWord, 0) // step 3
       return Promise.resolve()
     }
+    if (this.localPeer !== null) return this.sleepLocally(timeoutMs)
     const result = Atomics.waitAsync(w, this.sequenceWord, seq, timeoutMs) // step 4
     if (!result.async) {
       Atomics.store(w, this.waitersWord, 0)
@@ -298,6 +320,45 @@ export class SpscRing {
         waiterSettled = true
         finish()
       })
+    })
+  }
+
+  private wakeScheduled = false
+  private readonly wakeNow = (): void => {
+    this.wakeScheduled = false
+    this.wake()
+  }
+
+  /**
+   * A local producer's doorbell: wakes the consumer on the event loop's next
+   * check phase, not in the producer's microtask queue, so that what one
+   * side sends reaches the other in a later macrotask, as kernel I/O does
+   * (code awaiting a connect may attach its listeners before the reply).
+   * Still no syscall, no V8 task and no epoll wake-up.
+   */
+  private wakeNextTurn(): void {
+    if (this.wakeScheduled) return
+    this.wakeScheduled = true
+    setImmediate(this.wakeNow)
+  }
+
+  /** Step 4 when the producer is in this thread: its ring() wakes us (wakeNextTurn). */
+  private sleepLocally(timeoutMs: number | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let done = false
+      // Ref'd like the waitAsync path's timer: a sleeping consumer keeps the
+      // thread alive until it is woken, closed or times out.
+      const keepAlive = setTimeout(() => finish(), timeoutMs ?? KEEP_ALIVE_MS)
+      const finish = (): void => {
+        if (done) return
+        done = true
+        clearTimeout(keepAlive)
+        this.wakeResolve = null
+        Atomics.store(this.words, this.waitersWord, 0)
+        this.wakeups++
+        resolve()
+      }
+      this.wakeResolve = finish
     })
   }
 

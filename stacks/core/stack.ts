@@ -47,7 +47,7 @@ import {
 } from './ip-util.js'
 import { NeighborCache, DEFAULT_NEIGHBOR_CONFIG, type NeighborConfig, type NeighborEntry } from './neighbor.js'
 import { PmtuCache, DEFAULT_PMTU_CONFIG, type PmtuConfig } from './pmtu.js'
-import { Reassembler, type ReassemblyLimits } from './reassembly.js'
+import { Reassembler, type ReassemblyLimits, type ReassemblyTimeout } from './reassembly.js'
 import { RoutingTable, type Route } from './routing.js'
 import { TokenBucket } from './rate-limit.js'
 import { UdpLayer, broadcastCheckFor } from './udp.js'
@@ -201,6 +201,12 @@ export class StackCore implements IpOutput {
   private readonly ethernet: boolean
   private linkMtu: number
   private readonly transports: (TransportProtocol | undefined)[] = new Array(256)
+  /**
+   * The same transports, dense: poll() and nextTimeout() run after every
+   * batch and every write, and walking the 256 protocol slots cost about a
+   * microsecond each time (a fifth of a ping-pong round trip's CPU).
+   */
+  private readonly registeredTransports: TransportProtocol[] = []
   private readonly icmpLimit4: TokenBucket
   private readonly icmpLimit6: TokenBucket
   private ipv4Id: number
@@ -279,7 +285,11 @@ export class StackCore implements IpOutput {
   // ----------------------------------------------------------- configuration
 
   registerTransport(transport: TransportProtocol): void {
+    const previous = this.transports[transport.protocol]
     this.transports[transport.protocol] = transport
+    const at = previous === undefined ? -1 : this.registeredTransports.indexOf(previous)
+    if (at >= 0) this.registeredTransports[at] = transport
+    else this.registeredTransports.push(transport)
   }
 
   addAddress(cidr: string): LocalAddress {
@@ -412,19 +422,8 @@ export class StackCore implements IpOutput {
       else this.ipv6Input(packet, 0, packet.length, now, false)
     }
     this.neighbors.poll(now)
-    this.reassembly.expire(now, (t) => {
-      if (t.version === 4) {
-        this.counters.ip.ReasmTimeout++
-        this.counters.ip.ReasmFails++
-        // RFC 792: code 1 "fragment reassembly time exceeded" (needs the first fragment to quote).
-        if (t.firstFragment !== null) this.sendIcmp4Error(ICMPV4_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
-      } else {
-        this.counters.ip6.ReasmTimeout++
-        this.counters.ip6.ReasmFails++
-        // RFC 8200 §4.5: "an ICMP Time Exceeded -- Fragment Reassembly Time Exceeded message should be sent".
-        if (t.firstFragment !== null) this.sendIcmp6Error(ICMPV6_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
-      }
-    })
+    this.reassemblyNow = now
+    this.reassembly.expire(now, this.onReassemblyTimeout)
     this.routes.expire(now)
     this.pmtu.expire(now)
     for (const local of this.addresses) if (local.dadTimer <= now) this.dadStep(local, now)
@@ -434,8 +433,26 @@ export class StackCore implements IpOutput {
       if (local.validUntil <= now) this.removeLocal(local)
     }
     if (this.nextRouterSolicit <= now) this.sendRouterSolicit(now)
-    for (const t of this.transports) if (t?.poll !== undefined) t.poll(now)
+    const transports = this.registeredTransports
+    for (let i = 0; i < transports.length; i++) transports[i].poll?.(now)
     this.link.flush?.()
+  }
+
+  /** The `now` of the poll() running reassembly.expire (one callback, made once). */
+  private reassemblyNow = 0
+  private readonly onReassemblyTimeout = (t: ReassemblyTimeout): void => {
+    const now = this.reassemblyNow
+    if (t.version === 4) {
+      this.counters.ip.ReasmTimeout++
+      this.counters.ip.ReasmFails++
+      // RFC 792: code 1 "fragment reassembly time exceeded" (needs the first fragment to quote).
+      if (t.firstFragment !== null) this.sendIcmp4Error(ICMPV4_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
+    } else {
+      this.counters.ip6.ReasmTimeout++
+      this.counters.ip6.ReasmFails++
+      // RFC 8200 §4.5: "an ICMP Time Exceeded -- Fragment Reassembly Time Exceeded message should be sent".
+      if (t.firstFragment !== null) this.sendIcmp6Error(ICMPV6_TIME_EXCEEDED, 1, 0, t.firstFragment, 0, t.firstFragment.length, 'unicast', now)
+    }
   }
 
   /** The earliest time poll() has work to do (ms); Infinity when idle. */
@@ -444,7 +461,14 @@ export class StackCore implements IpOutput {
     next = Math.min(next, this.neighbors.nextTimeout(), this.reassembly.nextTimeout(), this.pmtu.nextTimeout(), this.nextRouterSolicit)
     for (const r of this.routes.list()) if (r.expiresAt < next) next = r.expiresAt
     for (const a of this.addresses) next = Math.min(next, a.dadTimer, a.validUntil)
-    for (const t of this.transports) if (t?.nextTimeout !== undefined) next = Math.min(next, t.nextTimeout())
+    const transports = this.registeredTransports
+    for (let i = 0; i < transports.length; i++) {
+      const t = transports[i]
+      if (t.nextTimeout !== undefined) {
+        const at = t.nextTimeout()
+        if (at < next) next = at
+      }
+    }
     return next
   }
 

@@ -170,6 +170,11 @@ export class StackSocket extends Duplex {
     if (this.errorPending !== null) {
       const code = this.errorPending
       this.errorPending = null
+      // Data that arrived before the RST is read before the error, as a
+      // kernel socket hands it over (libuv reads it, then gets ECONNRESET):
+      // a TLS alert followed by a reset in the same batch must still reach
+      // the TLS layer.
+      this.pumpReadable()
       this.destroy(this.errorFor(code))
       return
     }
@@ -312,7 +317,7 @@ export class StackSocket extends Duplex {
     this.clearIdle()
     if (conn !== null && conn.state !== TcpState.Closed) {
       // Like close(2): unread data or an error means RST, otherwise FIN.
-      if (err !== null || conn.readableBytes > 0) conn.abort()
+      if (err !== null || conn.readableBytes > 0) this.abortAfterQueued(conn)
       else conn.shutdownWrite()
       this.shell.kick()
     }
@@ -333,11 +338,22 @@ export class StackSocket extends Duplex {
   resetAndDestroy(): this {
     const conn = this.conn
     if (conn !== null && conn.state !== TcpState.Closed) {
-      conn.abort()
+      this.abortAfterQueued(conn)
       this.shell.kick()
     }
     this.destroy()
     return this
+  }
+
+  /**
+   * RST, after what write() already accepted: a net.Socket's writes reach
+   * the kernel (and the wire) at once, so a TLS alert written just before
+   * destroy() is seen by the peer before the reset. Ours wait for the
+   * shell's kick (send(..., more)), so push them first.
+   */
+  private abortAfterQueued(conn: TcpConnection): void {
+    if (conn.pushQueued) conn.pushPending(this.shell.clock.now())
+    conn.abort()
   }
 
   destroySoon(): void {

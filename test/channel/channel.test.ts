@@ -3,7 +3,7 @@
 // (played here by a raw SpscRing writing whatever it likes).
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import fc from 'fast-check'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   attachChannel,
   CHANNEL_MAGIC,
@@ -289,6 +289,47 @@ describe('channel end', () => {
     expect(b.peerClosed).toBe(true)
     // With the peer gone, waits return at once instead of hanging.
     await b.waitForWork()
+  })
+
+  it('both sides in one thread: the doorbell wakes the sleeper on a later macrotask, with no V8 waiter left', async () => {
+    const sab = createChannel({ bufferSize: 128, bufferCount: 4, ringCapacity: 4 })
+    const b = attachChannel(sab, 'b')
+    // A sleeper from before its peer attached here waits through Atomics.waitAsync ...
+    const early = b.waitForWork()
+    const a = attachChannel(sab, 'a')
+    a.send(a.alloc(), 1)
+    a.flush()
+    // ... and is still woken by the (now local) doorbell.
+    await early
+    expect(b.receive(4, (i) => b.release(i))).toBe(1)
+    const words = new Int32Array(sab)
+    const waitAsync = vi.spyOn(Atomics, 'waitAsync')
+    for (let round = 0; round < 3; round++) {
+      let woken = false
+      const sleeping = b.waitForWork().then(() => {
+        woken = true
+      })
+      a.send(a.alloc(), 1)
+      a.flush()
+      // Not within the producer's microtasks: kernel-like I/O arrives on a later turn.
+      for (let k = 0; k < 10; k++) await Promise.resolve()
+      expect(woken).toBe(false)
+      await sleeping
+      expect(b.receive(4, (i) => b.release(i))).toBe(1)
+      a.reclaim()
+    }
+    // The sleeps of a paired ring never reach V8's waiter list.
+    expect(waitAsync).not.toHaveBeenCalled()
+    waitAsync.mockRestore()
+    expect(a.counters().doorbellsRung).toBe(4)
+    expect(b.counters().wakeups).toBe(4)
+    // No waiter is left in V8's list on any sequence word: a notify finds nobody.
+    for (let word = 0; word < words.length; word++) expect(Atomics.notify(words, word)).toBe(0)
+    // The peer's close still ends a local sleep.
+    const closing = b.waitForWork()
+    a.close()
+    await closing
+    expect(b.peerClosed).toBe(true)
   })
 
   it('uses the notifier hook for a native peer, and wake() ends a wait', async () => {
