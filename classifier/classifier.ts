@@ -12,6 +12,9 @@
 //
 // Everything on the data path works on preallocated typed arrays and one
 // reused Decision; time is injected so tests and captures replay exactly.
+// Established flows live in one 64-byte slot each (flow-table.ts); with the
+// addon built, classifyBatch looks a whole batch up natively in the same
+// table (nexus/native/flow_table.cc) and everything else stays here.
 import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, keyIpVersion, keyProtocol, type FlowKeyFields, type Prefix, writeKey, readKey, PROTO_ICMP, PROTO_ICMPV6 } from './key.js'
 import { extractFlowKey, extractFlowKeyFast, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
 import { OWNER_DROP, OWNER_KERNEL, RuleSet } from './rules.js'
