@@ -67,7 +67,7 @@ const rules: RuleSpec[] = [
   { name: 'v6', priority: 1, ipVersion: 6, owner: 0 },
 ]
 
-function makeClassifier(released: Array<[number, number]>): Classifier {
+function makeClassifier(released: Array<[number, number]>, native = true): Classifier {
   return new Classifier({
     ports: [{ name: 'p0', defaultOwner: OWNER_KERNEL }],
     instances: ['a', 'b'],
@@ -75,11 +75,15 @@ function makeClassifier(released: Array<[number, number]>): Classifier {
     maxFlows: 256,
     now: () => 0,
     onFragmentRelease: (token, d) => released.push([token, d.owner]),
+    native,
   })
 }
 
 describe('classifyBatch', () => {
-  it('decides, counts and caches exactly like classifyPacket on each packet in turn', () => {
+  it.each([
+    ['the addon\'s exact-match lookup', true],
+    ['TypeScript alone', false],
+  ])('decides, counts and caches exactly like classifyPacket on each packet in turn (%s)', (_, native) => {
     let packets = 0
     fc.assert(
       fc.property(frames, fc.integer({ min: 1, max: 64 }), fc.constantFrom(Direction.In, Direction.Out), (list, batchSize, direction) => {
@@ -87,7 +91,8 @@ describe('classifyBatch', () => {
         const releasedOne: Array<[number, number]> = []
         const releasedBatch: Array<[number, number]> = []
         const one = makeClassifier(releasedOne)
-        const batched = makeClassifier(releasedBatch)
+        const batched = makeClassifier(releasedBatch, native)
+        expect(batched.flowPath.nativeLookup).toBe(native)
         one.registerFlow({ ipVersion: 4, protocol: 6, localAddress: '198.51.100.1', localPort: 443, remoteAddress: '198.51.100.2', remotePort: 40000, port: 0 }, 1)
         batched.registerFlow({ ipVersion: 4, protocol: 6, localAddress: '198.51.100.1', localPort: 443, remoteAddress: '198.51.100.2', remotePort: 40000, port: 0 }, 1)
         // Each frame at its own place in one arena, 128 bytes apart, as in a pool.
@@ -124,9 +129,9 @@ describe('classifyBatch', () => {
         const flows = (c: Classifier): string[] => c.listFlows().map((f) => JSON.stringify(f)).sort()
         expect(flows(batched)).toEqual(flows(one))
       }),
-      { numRuns: 150, seed: 1122 },
+      { numRuns: 100, seed: 1122 },
     )
-    expect(packets).toBeGreaterThan(1_500)
+    expect(packets).toBeGreaterThan(1_000)
   })
 
   it('takes a batch larger than its scratch and an empty batch', () => {
