@@ -4,6 +4,14 @@
 // thread copies each block's frames into the channel and publishes one batch
 // per block. Transmit uses sendmmsg straight from the channel's buffers.
 // Several queues join one PACKET_FANOUT group (flow hash), one I/O thread each.
+//
+// Frames the kernel has not finished — a peer with tx checksum offload (a
+// veth end, a local sender) leaves the TCP/UDP checksum partial
+// (TP_STATUS_CSUMNOTREADY) — arrive with DESC_VNET_HDR and a 12-byte
+// virtio_net_hdr in front (NEEDS_CSUM, csum_start, csum_offset), exactly as
+// on a vnet_hdr TUN: the consumer completes the checksum (the stack shell
+// does). All other frames arrive bare, so a port mixes both: check the flag
+// per descriptor. `info.offloads.vnetHdr` stays false (transmit is plain).
 import { randomInt } from 'node:crypto'
 import type { CreateChannelOptions } from '../channel/index.js'
 import { FlowstackError } from '../../common/errors.js'
