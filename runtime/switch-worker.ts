@@ -8,6 +8,7 @@
 // the same way; the addon's environment cleanup hook stops the I/O threads
 // of ports still open.
 import { parentPort } from 'node:worker_threads'
+import { subscribe } from 'node:diagnostics_channel'
 import { fromBinary } from '@bufbuild/protobuf'
 import { ConfigSchema } from '../proto/gen/flowstack_pb.js'
 import { FlowstackError } from '../common/errors.js'
@@ -21,6 +22,13 @@ let path: DataPath | undefined
 function post(message: FromSwitch): void {
   control.postMessage(message)
 }
+
+// A memory wire's pump that throws stops that wire and says so only here:
+// tell the runtime, whose log is the operator's.
+subscribe('flowstack:memory:pump-error', (message) => {
+  const { port, error } = message as { port?: { linkType?: string }; error?: unknown }
+  post({ type: 'log', level: 'error', message: `a memory wire pump stopped (${port?.linkType ?? '?'} link): ${(error as Error)?.message ?? String(error)}` })
+})
 
 function running(): DataPath {
   if (path === undefined) throw new FlowstackError('RUNTIME_SWITCH_NOT_STARTED', 'the switch has not been started')
