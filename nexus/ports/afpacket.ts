@@ -12,6 +12,10 @@
 // on a vnet_hdr TUN: the consumer completes the checksum (the stack shell
 // does). All other frames arrive bare, so a port mixes both: check the flag
 // per descriptor. `info.offloads.vnetHdr` stays false (transmit is plain).
+// A peer with TSO/GSO on (a veth end's default) sends super-frames up to
+// 64 KiB: with the default 2 KiB channel buffers they are dropped and counted
+// as drops.oversize; with `channel: { bufferSize: GSO_BUFFER_SIZE }` they
+// arrive whole, gso_type set, and the stack shell takes them like GRO output.
 import { randomInt } from 'node:crypto'
 import type { CreateChannelOptions } from '../channel/index.js'
 import { FlowstackError } from '../../common/errors.js'

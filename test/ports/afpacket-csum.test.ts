@@ -4,13 +4,15 @@
 // The I/O thread passes them up with the kernel's virtio_net_hdr in front
 // (DESC_VNET_HDR, NEEDS_CSUM, csum_start/csum_offset), as a vnet_hdr TUN
 // does; complete frames still arrive bare. A stack on the port completes the
-// checksums (stacks/sockets/shell.ts) and takes TCP and UDP from the kernel.
+// checksums (stacks/sockets/shell.ts) and takes TCP and UDP from the kernel;
+// with 64 KiB channel buffers it also takes the peer's TSO super-frames.
 // Needs root (namespaces, veth): without it these tests FAIL.
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES } from '../../nexus/channel/index.js'
 import { openAfPacket } from '../../nexus/ports/afpacket.js'
+import { GSO_BUFFER_SIZE } from '../../nexus/ports/native.js'
 import { createStack } from '../../stacks/sockets/stack.js'
 import {
   checksumAccumulate,
@@ -186,6 +188,45 @@ describe('afpacket port with a checksum-offloading peer', () => {
     } finally {
       await stack.close()
       await port.close()
+    }
+    expect(port.poolCheck().full).toBe(true)
+  }, 30_000)
+
+  it('with GSO-sized channel buffers a stack takes a TSO peer\'s super-frames whole (4 MiB over TCP, SHA-256 equal)', async () => {
+    setTxChecksumOffload(true)
+    expect(execIn(nsB, ['ethtool', '-K', 'fspcb', 'tso', 'on', 'gso', 'on']).status).toBe(0)
+    const port = await openAfPacket({
+      name: 'fspca',
+      netns: nsA,
+      blockSize: 1 << 20,
+      blockCount: 8,
+      blockTimeoutMs: 1,
+      channel: { bufferSize: GSO_BUFFER_SIZE, bufferCount: 256, ringCapacity: 256 },
+    })
+    const stack = await createStack({ port, addresses: [`${OURS}/24`], dad: false })
+    try {
+      const body = randomBytes(4 * 1024 * 1024)
+      const received: Buffer[] = []
+      const server = stack.net.createServer((socket) => {
+        socket.on('data', (chunk: Buffer) => received.push(chunk))
+        socket.on('end', () => socket.end('done'))
+      })
+      server.listen(7001, OURS)
+      await once(server, 'listening')
+      const script = `import socket,sys\nd=sys.stdin.buffer.read()\nc=socket.create_connection(('${OURS}',7001),timeout=10)\nc.sendall(d); c.shutdown(socket.SHUT_WR)\nprint(c.recv(16).decode())`
+      const result = await runIn(nsB, ['python3', '-c', script], 20_000, body)
+      expect(result.stdout.trim()).toBe('done')
+      expect(createHash('sha256').update(Buffer.concat(received)).digest('hex')).toBe(createHash('sha256').update(body).digest('hex'))
+      server.close()
+      const c = port.counters()
+      // Super-frames: far more bytes per received frame than one 1514-byte Ethernet frame.
+      expect(c.rxBytes / c.rxPackets).toBeGreaterThan(3000)
+      expect(c.drops.oversize).toBe(0)
+      expect(stack.stats().link.rxOffloadDrops).toBe(0)
+    } finally {
+      await stack.close()
+      await port.close()
+      execIn(nsB, ['ethtool', '-K', 'fspcb', 'tso', 'off', 'gso', 'off'])
     }
     expect(port.poolCheck().full).toBe(true)
   }, 30_000)
