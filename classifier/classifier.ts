@@ -17,7 +17,7 @@
 // table (nexus/native/flow_table.cc) and everything else stays here.
 import { Direction, KEY_WORDS, W_LOCAL, W_META, W_PORTS, W_REMOTE, keyIpVersion, keyProtocol, type FlowKeyFields, type Prefix, writeKey, readKey, PROTO_ICMP, PROTO_ICMPV6 } from './key.js'
 import { extractFlowKey, extractFlowKeyFast, FragmentKind, LinkKind, PacketInfo, ParseStatus } from './extract.js'
-import { OWNER_DROP, OWNER_KERNEL, RuleSet } from './rules.js'
+import { OWNER_DROP, OWNER_KERNEL, RuleSet, type RuleSpec } from './rules.js'
 import { ExactTable, hashWords } from './table.js'
 import { FLOW_SLOT_WORDS, FS_BYTES, FS_KEY, FS_LAST_SEEN, FS_OWNER, FS_PACKETS, FS_RECORD, FS_RULE, FlowTable, type FlowTableMemory } from './flow-table.js'
 import { nativeFlowPath, type NativeFlowPath } from '../nexus/ports/native.js'
@@ -45,7 +45,7 @@ export const SPOOF_REASON_NAMES = ['address', 'flow', 'not-ip', 'parse-error'] a
 
 /** The reused answer of a classification. Read it before the next call. */
 export class Decision {
-  /** Instance index, OWNER_KERNEL or OWNER_DROP. */
+  /** Instance index, OWNER_KERNEL, OWNER_DROP or (hairpin only) OWNER_WIRE. */
   owner = OWNER_KERNEL
   /** Global id of the rule that decided (see Classifier.ruleName), or -1. */
   rule = -1
@@ -58,6 +58,19 @@ export class Decision {
 
 /** classifyBatch's owner for a later fragment that is being held (its decision comes through onFragmentRelease). */
 export const OWNER_HELD = -3
+
+/**
+ * The owner classifyHairpin gives an instance's packet that no flow, rule or
+ * listener claims: it leaves on its port. Not an action a config can name.
+ * Cached as the flow's owner, so the instance's sends are neither counted
+ * nor listed as the port's default action (kernel, drop).
+ */
+export const OWNER_WIRE = -4
+
+/** ownerCounts' slot for an owner: 0 kernel, 1 drop, 2 wire, 3 + i instance i. */
+function ownerSlot(owner: number): number {
+  return owner >= 0 ? owner + 3 : owner === OWNER_WIRE ? 2 : -1 - owner
+}
 
 /**
  * Descriptors in and decisions out for Classifier.classifyBatch: packets at
@@ -188,8 +201,10 @@ export class Classifier {
 
   // Counters.
   readonly reasonCounts = new Float64Array(REASON_NAMES.length)
-  /** Decisions by owner: index 0 kernel, 1 drop, 2 + i instance i. */
+  /** Decisions by owner: index 0 kernel, 1 drop, 2 wire (hairpin), 3 + i instance i. */
   readonly ownerCounts: Float64Array
+  /** Set only during classifyHairpin: unclaimed means OWNER_WIRE, not the port's default. */
+  private hairpin = false
   readonly spoofCounts = new Float64Array(SPOOF_REASON_NAMES.length)
   /** Decisions that could not be cached because the flow table was full. */
   flowTableFull = 0
@@ -237,7 +252,7 @@ export class Classifier {
     this.listeners = new ExactTable(KEY_WORDS, 4096)
     this.instanceAddresses = options.instances.map(() => [])
     this.instancePort = new Int32Array(options.instances.length).fill(-1)
-    this.ownerCounts = new Float64Array(2 + options.instances.length)
+    this.ownerCounts = new Float64Array(3 + options.instances.length)
 
     const hold = options.fragmentHoldPackets ?? 64
     const datagramCapacity = 1024
@@ -270,8 +285,17 @@ export class Classifier {
   /**
    * Replaces the rules in one step: the next packet sees only the new set.
    * Established flows, registered or created by earlier decisions, are kept.
+   * A rule that comes back unchanged (same name, priority, match and action)
+   * keeps its hit count, as Open vSwitch's replace-flows keeps an unchanged
+   * flow's statistics: `stat` after a reload still adds up for it.
    */
   replaceRules(rules: RuleSet): void {
+    const previous = new Map<string, number>()
+    this.rules.rules.forEach((rule, i) => previous.set(ruleIdentity(rule), i))
+    rules.rules.forEach((rule, i) => {
+      const old = previous.get(ruleIdentity(rule))
+      if (old !== undefined) rules.hits[i] += this.rules.hits[old]
+    })
     this.adoptRuleNames(rules)
     this.rules = rules
     this.generation++
@@ -462,7 +486,7 @@ export class Classifier {
       decision.reason = Reason.Listener
       return
     }
-    decision.owner = this.ports[key[W_META] & 0xffff].defaultOwner
+    decision.owner = this.hairpin ? OWNER_WIRE : this.ports[key[W_META] & 0xffff].defaultOwner
     decision.rule = -1
     decision.reason = Reason.Default
   }
@@ -484,17 +508,33 @@ export class Classifier {
 
   private count(decision: Decision): Decision {
     this.reasonCounts[decision.reason]++
-    this.ownerCounts[decision.owner === OWNER_KERNEL ? 0 : decision.owner === OWNER_DROP ? 1 : 2 + decision.owner]++
+    this.ownerCounts[ownerSlot(decision.owner)]++
     return decision
   }
 
   private defaultDecision(portIndex: number, reason: Reason, decision: Decision): Decision {
-    decision.owner = this.ports[portIndex].defaultOwner
+    decision.owner = this.hairpin ? OWNER_WIRE : this.ports[portIndex].defaultOwner
     decision.rule = -1
     decision.reason = reason
     decision.held = false
     decision.fragmentOf = -1
     return decision
+  }
+
+  /**
+   * Classifies a packet an instance sent as if it arrived on its port, so an
+   * instance reaches another behind the same port through the same flows and
+   * rules as a peer on the wire would. What nothing claims gets OWNER_WIRE
+   * (it leaves on the port) instead of the port's default action, which is
+   * for traffic arriving from the wire.
+   */
+  classifyHairpin(buf: Uint8Array, off: number, len: number, link: LinkKind, portIndex: number): Decision {
+    this.hairpin = true
+    try {
+      return this.classifyPacket(buf, off, len, link, portIndex, Direction.In)
+    } finally {
+      this.hairpin = false
+    }
   }
 
   /**
@@ -630,7 +670,7 @@ export class Classifier {
       slots[base + FS_BYTES] = bytes
       if (bytes > 0xffffffff) this.bytesCarry[slots[base + FS_RECORD] - 1] += 0x100000000
       slots[base + FS_LAST_SEEN] = nowTick
-      ownerCounts[owner >= 0 ? owner + 2 : -1 - owner]++
+      ownerCounts[ownerSlot(owner)]++
       flowHits++
     }
     this.reasonCounts[Reason.Flow] += flowHits
@@ -788,4 +828,9 @@ export class Classifier {
     }
     return false
   }
+}
+
+/** A rule's whole definition as one string (typed arrays as plain lists), to find unchanged rules. */
+function ruleIdentity(rule: RuleSpec): string {
+  return JSON.stringify(rule, (_key, value: unknown) => (ArrayBuffer.isView(value) ? Array.from(value as Uint32Array) : value))
 }

@@ -3,7 +3,7 @@
 // Built on request, never on the data path.
 import { create } from '@bufbuild/protobuf'
 import { ClassifierStatsSchema, CounterSchema, FlowKeySchema, FlowRecordSchema, IpVersion, type ClassifierStats, type Counter, type FlowRecord } from '../proto/gen/flowstack_pb.js'
-import { REASON_NAMES, SPOOF_REASON_NAMES, type Classifier } from './classifier.js'
+import { OWNER_WIRE, REASON_NAMES, SPOOF_REASON_NAMES, type Classifier } from './classifier.js'
 import { OWNER_DROP, OWNER_KERNEL } from './rules.js'
 
 function counter(name: string, value: number): Counter {
@@ -13,6 +13,7 @@ function counter(name: string, value: number): Counter {
 export function ownerName(classifier: Classifier, owner: number): string {
   if (owner === OWNER_KERNEL) return 'kernel'
   if (owner === OWNER_DROP) return 'drop'
+  if (owner === OWNER_WIRE) return 'wire'
   return classifier.instances[owner] ?? `instance#${owner}`
 }
 
@@ -20,9 +21,11 @@ export function classifierStats(classifier: Classifier): ClassifierStats {
   const actions = new Map<string, number>([
     ['kernel', classifier.ownerCounts[0]],
     ['drop', classifier.ownerCounts[1]],
+    // An instance's sends that nothing behind its port claimed: they left on the port.
+    ['wire', classifier.ownerCounts[2]],
     ['instance', 0],
   ])
-  for (let i = 2; i < classifier.ownerCounts.length; i++) actions.set('instance', actions.get('instance')! + classifier.ownerCounts[i])
+  for (let i = 3; i < classifier.ownerCounts.length; i++) actions.set('instance', actions.get('instance')! + classifier.ownerCounts[i])
   const rules = classifier.ruleSet
   return create(ClassifierStatsSchema, {
     reasons: REASON_NAMES.map((name, i) => counter(name, classifier.reasonCounts[i])),
@@ -34,7 +37,7 @@ export function classifierStats(classifier: Classifier): ClassifierStats {
   })
 }
 
-/** The flow table as records, optionally only one owner's ("kernel", "drop" or an instance name). */
+/** The flow table as records, optionally only one owner's ("kernel", "drop", "wire" or an instance name). */
 export function flowRecords(classifier: Classifier, options: { owner?: string; limit?: number } = {}): FlowRecord[] {
   const out: FlowRecord[] = []
   for (const flow of classifier.listFlows()) {

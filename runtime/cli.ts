@@ -65,7 +65,7 @@ program
   .command('flows')
   .description('the flow table of a running runtime: key, owner, state, packets, bytes')
   .option('-s, --socket <path>', 'control socket path')
-  .option('-o, --owner <name>', 'only flows of this instance, "kernel" or "drop"')
+  .option('-o, --owner <name>', 'only flows of this instance, "kernel", "drop" or "wire" (sends of an instance that nothing behind its port claimed)')
   .option('-n, --limit <n>', 'at most n flows', (v: string) => Number.parseInt(v, 10))
   .option('--json', 'one ProtoJSON FlowsResponse')
   .action(async (options: { socket?: string; json?: boolean; owner?: string; limit?: number }) => {

@@ -28,7 +28,7 @@
 // are released when the worker's periodic report no longer lists them or
 // when the instance stops.
 import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
-import { OWNER_DROP, OWNER_HELD, PacketBatch, SpoofReason, type Classifier } from '../classifier/index.js'
+import { OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SpoofReason, type Classifier } from '../classifier/index.js'
 import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
@@ -427,6 +427,9 @@ export class Switch {
   /** `length` is the IP packet's length, or -1 for a released held fragment (re-read from its header). */
   private routeFromPort(p: number, index: number, owner: number, ipLength: number): void {
     const port = this.ports[p]
+    // A wire packet that hit an instance's hairpin flow (its reverse: from an
+    // instance's address to a wire peer) is nobody's: the port's default.
+    if (owner === OWNER_WIRE) owner = this.classifier.ports[p].defaultOwner
     const buf = port.end.buffer(index)
     const off = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
     const l3 = this.l3Offsets[p]
@@ -549,10 +552,8 @@ export class Switch {
         return
       }
     }
-    // Hairpin: the packet is classified as if it arrived on the instance's
-    // port, so an instance reaches another behind the same port through the
-    // same rules and flows as a peer on the wire would.
-    const decision = this.classifier.classifyPacket(buf, 0, length, link, portIndex, Direction.In)
+    // Hairpin: see Classifier.classifyHairpin.
+    const decision = this.classifier.classifyHairpin(buf, 0, length, link, portIndex)
     // Only a rule drops what an instance sends; the port's default action is
     // for traffic arriving from the wire, so unclaimed traffic leaves on the port.
     // (A held later fragment of our own is not worth the bookkeeping: dropped.)
@@ -647,7 +648,7 @@ export class Switch {
     // peer's MAC, which the switch does not keep: there the restarted
     // instance's stack answers the peer's next segment with an RST instead.
     if (this.linkKinds[portIndex] !== LinkKind.Ip) return false
-    const decision = this.classifier.classifyPacket(packet, 0, length, LinkKind.Ip, portIndex, Direction.In)
+    const decision = this.classifier.classifyHairpin(packet, 0, length, LinkKind.Ip, portIndex)
     if (decision.held || (decision.owner === OWNER_DROP && decision.rule >= 0)) return false
     if (decision.owner >= 0 && decision.owner !== fromInstance) {
       if (this.instanceEnds[decision.owner] === undefined) return false

@@ -184,6 +184,29 @@ describe('packet classification', () => {
     expect(c.ruleGeneration).toBe(1)
   })
 
+  it('carries the hit count of a rule that comes back unchanged, and only of such a rule', () => {
+    const c = make({ t: 0 }, webRule())
+    for (let port = 2000; port < 2003; port++) {
+      const syn = buildPacket({ ipVersion: 4, protocol: 6, src: '192.0.2.10', dst: '198.51.100.2', srcPort: port, dstPort: 443 })
+      c.classifyPacket(syn, 0, syn.length, LinkKind.Ip, 0, Direction.In)
+    }
+    const blocked = buildPacket({ ipVersion: 4, protocol: 17, src: '203.0.113.9', dst: '198.51.100.2', srcPort: 1, dstPort: 9 })
+    c.classifyPacket(blocked, 0, blocked.length, LinkKind.Ip, 0, Direction.In)
+    const hits = (): Record<string, number> => Object.fromEntries(c.ruleSet.rules.map((r, i) => [r.name, c.ruleSet.hits[i]]))
+    expect(hits()).toEqual({ web: 3, dns6: 0, block: 1 })
+    // Same 'web' and 'dns6'; 'block' changes its prefix; 'new' is new. Order changes too.
+    c.replaceRules(new RuleSet([
+      { name: 'new', priority: 5, protocol: 17, owner: 0 },
+      { name: 'block', priority: 100, remotePrefix: parsePrefix('203.0.113.0/25')!, owner: OWNER_DROP },
+      { name: 'dns6', priority: 10, protocol: 17, localPrefix: parsePrefix('2001:db8::/32')!, localPorts: { from: 53, to: 53 }, owner: 1 },
+      { name: 'web', priority: 10, protocol: 6, localPorts: { from: 443, to: 443 }, owner: 0 },
+    ]))
+    expect(hits()).toEqual({ new: 0, block: 0, dns6: 0, web: 3 })
+    // A rule with the same name and a different action starts again too.
+    c.replaceRules(new RuleSet([{ name: 'web', priority: 10, protocol: 6, localPorts: { from: 443, to: 443 }, owner: 1 }]))
+    expect(hits()).toEqual({ web: 0 })
+  })
+
   it('counts decisions that the full flow table could not cache, and still decides them', () => {
     const c = new Classifier({ ports: [{ name: 'w', defaultOwner: OWNER_KERNEL }], instances: [], rules: new RuleSet([]), maxFlows: 4, now: () => 0 })
     const key = new Uint32Array(KEY_WORDS)

@@ -23,7 +23,7 @@ describe('classifier stats records', () => {
       { name: 'rule', value: '1' },
       { name: 'default', value: '1' },
     ])
-    expect(stats.actions).toEqual([{ name: 'kernel', value: '1' }, { name: 'drop' }, { name: 'instance', value: '3' }])
+    expect(stats.actions).toEqual([{ name: 'kernel', value: '1' }, { name: 'drop' }, { name: 'wire' }, { name: 'instance', value: '3' }])
     expect(stats.rules).toEqual([{ name: 'web', value: '1' }])
     expect(stats.flows).toBe('2')
     const web = flowRecords(c, { owner: 'web' }).map((r) => toJson(FlowRecordSchema, r))

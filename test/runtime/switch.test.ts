@@ -102,6 +102,25 @@ describe('Switch', () => {
     expect(classifier.flowCount).toBe(0)
   })
 
+  it("counts an instance's answers to a wire peer as leaving on the wire, not as the port's default action", () => {
+    const { sw, wire, web, classifier } = setup()
+    send(wire, tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40000, dstPort: 80 }, TCP_FLAGS.SYN))
+    sw.pass()
+    expect(drain(web)).toHaveLength(1)
+    for (let i = 0; i < 3; i++) send(web, tcp({ ipVersion: 4, src: '198.51.100.2', dst: '192.0.2.9', srcPort: 80, dstPort: 40000 }, TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(3)
+    // Port default is kernel: none of the three went there, and stat says so.
+    expect([...classifier.ownerCounts]).toEqual([0, 0, 3, 1, 0]) // kernel, drop, wire, web, client
+    const hairpin = classifier.listFlows().find((f) => f.key.localAddress === '192.0.2.9')!
+    expect(hairpin).toMatchObject({ owner: -4, state: 'decided', packets: 3 })
+    // A wire packet that happens to hit that reversed flow gets the port's default (kernel: no host TAP here).
+    send(wire, tcp({ ipVersion: 4, src: '198.51.100.2', dst: '192.0.2.9', srcPort: 80, dstPort: 40000 }, TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(web)).toHaveLength(0)
+    expect(sw.drops[SwitchDrop.NoKernel]).toBe(1)
+  })
+
   it('sends what no instance claims to the port, drops what a drop rule names, and releases an instance', () => {
     const { sw, wire, client, classifier } = setup()
     send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '192.0.2.50', srcPort: 50001, dstPort: 8080 }, TCP_FLAGS.SYN))
