@@ -30,3 +30,8 @@ export * as wire from './stacks/wire/index.js'
 export * as channel from './nexus/channel/index.js'
 export * as classifier from './classifier/index.js'
 export * as config from './runtime/config/index.js'
+
+// The runtime (DESIGN.md §2, §5) from code: Runtime.start(await config.loadConfig(file)).
+// The switch runs in its own worker and instances in theirs, so stat() and flows() are async.
+export { Runtime, type RuntimeOptions, type RuntimeLog, type MemoryWirePool } from './runtime/runtime.js'
+export { serveControl } from './runtime/control.js'

@@ -72,7 +72,7 @@ interface StatJson {
   classifier: { ruleGeneration?: string; rules: Counter[]; reasons: Counter[]; actions: Counter[] }
 }
 interface FlowsJson {
-  flows?: { key: { localAddress: string; localPort: number; remoteAddress: string; remotePort: number }; owner: string; packets?: string; bytes?: string }[]
+  flows?: { key: { protocol: number; localAddress: string; localPort: number; remoteAddress: string; remotePort: number }; owner: string; state: string; packets?: string; bytes?: string }[]
 }
 
 function stat(): StatJson {
