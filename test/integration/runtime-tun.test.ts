@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { parseConfigJson } from '../../runtime/config/index.js'
 import { Runtime } from '../../runtime/runtime.js'
-import { cleanupNamespaces, createNamespace, deleteNamespace, runIn } from '../helpers/netns.js'
+import { cleanupNamespaces, createNamespace, deleteNamespace, runIn, spawnIn } from '../helpers/netns.js'
 
 const examples = fileURLToPath(new URL('../../examples/demo/', import.meta.url))
 let ns = ''
@@ -75,6 +75,12 @@ describe('runtime on a TUN port', () => {
   it('restarts an app that throws after its first request; the other instances serve every request meanwhile', async () => {
     expect(await curl('http://198.51.100.4/')).toEqual({ status: 200, instance: 'fragile', bytes: 100 })
     const fragile = runtime!.instances[2]
+    // An idle kernel connection to the fragile app: when the app dies, the switch resets it on its behalf.
+    const idle = spawnIn(ns, ['sh', '-c', 'sleep 8 | socat -d - TCP:198.51.100.4:80'])
+    let idleErr = ''
+    idle.stderr!.on('data', (d: Buffer) => (idleErr += d.toString()))
+    const idleExit = new Promise<number | null>((resolve) => idle.once('exit', (code) => resolve(code)))
+    await runIn(ns, ['sh', '-c', 'for i in $(seq 50); do ss -Htn state established dst 198.51.100.4 | grep -q . && exit 0; sleep 0.05; done; exit 1'])
     // The second request makes the app throw (its response may or may not get out).
     const crashing = curl('http://198.51.100.4/', true)
     const others = Promise.all(Array.from({ length: 6 }, (_, i) => curl(i % 2 === 0 ? 'http://198.51.100.2/' : 'http://[2001:db8::3]:8000/')))
@@ -84,6 +90,13 @@ describe('runtime on a TUN port', () => {
     while (!(fragile.restarts >= 1 && fragile.lastError !== '') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
     expect(fragile.restarts).toBe(1)
     expect(fragile.lastError).toMatch(/deliberate crash/)
+    // The idle connection was reset (socat reports it as a warning), and the RST came from the switch.
+    const resetDeadline = Date.now() + 5000
+    while (!/Connection reset by peer/.test(idleErr) && Date.now() < resetDeadline) await new Promise((resolve) => setTimeout(resolve, 25))
+    expect(idleErr).toMatch(/Connection reset by peer/)
+    expect((await runtime!.switchCounters()).resetsSent).toBeGreaterThanOrEqual(1)
+    idle.kill()
+    await idleExit
     await fragile.whenRunning()
     expect(await curl('http://198.51.100.4/')).toEqual({ status: 200, instance: 'fragile', bytes: 100 })
     expect(runtime!.instances[0].restarts + runtime!.instances[1].restarts).toBe(0)
