@@ -162,10 +162,20 @@ export class DataPath {
   /** Opens the ports and starts the switch loop. */
   static async start(config: Config, netns: string | undefined, events: DataPathEvents): Promise<DataPath> {
     const { ports, hosts, peers } = await openPorts(config, netns)
-    const { shared, macs } = instanceLinks(config, hosts)
-    const path = new DataPath(config, ports, hosts, peers, macs, shared, events)
-    path.switch.start()
-    return path
+    let path: DataPath | undefined
+    try {
+      const { shared, macs } = instanceLinks(config, hosts)
+      path = new DataPath(config, ports, hosts, peers, macs, shared, events)
+      path.switch.start()
+      return path
+    } catch (err) {
+      // Opened but not running (the classifier's table, the switch): nothing may stay open.
+      if (path !== undefined) clearInterval(path.idleSweep)
+      for (const host of hosts) await host?.close()
+      for (const port of ports) await port.close().catch(() => {})
+      for (const peer of peers.values()) await peer.close().catch(() => {})
+      throw err
+    }
   }
 
   /** What the runtime needs to host the instances; the memory wires' far ends go with it (transfer). */
@@ -183,6 +193,7 @@ export class DataPath {
       macs: this.macs.map((mac, i) => (linkTypes[i] === 'ethernet' ? [...mac] : null)),
       shared: this.shared,
       memoryPeers: [...this.peers].map(([name, peer]) => [name, peer.transfer()]),
+      hostRestore: this.hosts.flatMap((host) => (host === undefined ? [] : [host.restorePlan()])),
     }
   }
 

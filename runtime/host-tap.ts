@@ -28,6 +28,21 @@ export interface HostTapOptions {
   mtu?: number
 }
 
+/**
+ * What gives an owned interface back to the kernel, as commands any thread
+ * can run: the switch worker runs them on close; the main thread runs them
+ * when the worker died or stopped answering before it could.
+ */
+export interface HostRestorePlan {
+  netns?: string
+  commands: string[][]
+}
+
+/** Runs a restore plan; each command is idempotent, so a plan the worker ran in part is safe to run again. */
+export function runRestorePlan(plan: HostRestorePlan): void {
+  for (const argv of plan.commands) run(plan.netns, argv)
+}
+
 /** Runs `argv` in the namespace (or here); returns stderr text on failure, '' on success. */
 function run(netns: string | undefined, argv: string[]): string {
   const full = netns === undefined ? argv : ['ip', 'netns', 'exec', netns, ...argv]
@@ -125,11 +140,21 @@ export class HostTapFallback {
     }
   }
 
+  /**
+   * The commands close() runs after closing the TAP, led by deleting the TAP
+   * itself (for a caller that cannot close its descriptor: the worker that
+   * held it is gone). Read it after open.
+   */
+  restorePlan(): HostRestorePlan {
+    const commands = [['ip', 'link', 'del', 'dev', this.port.info.name], ...[...this.restore].reverse()]
+    return { ...(this.options.netns !== undefined ? { netns: this.options.netns } : {}), commands }
+  }
+
   /** Closes the TAP (its addresses go with it) and gives the owned interface back to the kernel. */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     await this.port.close().catch(() => {})
-    for (const argv of this.restore.reverse()) run(this.options.netns, argv)
+    runRestorePlan({ ...(this.options.netns !== undefined ? { netns: this.options.netns } : {}), commands: [...this.restore].reverse() })
   }
 }

@@ -27,6 +27,7 @@ import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js'
 import { InstanceHost } from './host/instance.js'
 import type { CounterFamilies } from './host/messages.js'
 import { KernelPorts } from './kernel-ports.js'
+import { runRestorePlan, type HostRestorePlan } from './host-tap.js'
 import { SwitchHost } from './switch-host.js'
 import type { StartAnswer, StatAnswer, SwitchCounters } from './switch-protocol.js'
 import { addressOnly, instancePortIndexes, sameTopology } from './topology.js'
@@ -66,6 +67,8 @@ export class Runtime {
   private loaded: LoadedConfig
   /** The rules as compiled here, for the instances' per-socket kernel fallback (the switch compiles its own copy). */
   private rules: RuleSpec[]
+  /** How to give owned interfaces back to the kernel if the switch worker cannot. */
+  private readonly hostRestore: HostRestorePlan[]
   private stopping: Promise<void> | undefined
   private pools: MemoryWirePool[] = []
   /** The switch's last counters, kept when it stopped (stat after stop). */
@@ -89,8 +92,13 @@ export class Runtime {
     this.log = options.log ?? ((source, level, message) => console.error(`[${source}] ${level}: ${message}`))
     const config = loaded.config
     this.rules = [...compileRules(config).rules]
+    this.hostRestore = opened.hostRestore
     const portIndexes = instancePortIndexes(config)
     this.families = config.instances.map(() => ({}))
+    // Certificates and keys are read here, once, and handed to the workers as
+    // PEM text; all of them before any instance's pool exists, so a file that
+    // vanished since loadConfig fails start with nothing to clean up but the switch.
+    const tls = config.instances.map((inst, index) => (inst.tls !== undefined ? loadTlsDefaults(inst.tls as TlsConfigLike, loaded.baseDir, { path: `instances[${index}].tls` }) : undefined))
     this.instances = config.instances.map((inst, index) => {
       const port = opened.ports[portIndexes[index]]
       const mac = opened.macs[index]
@@ -108,8 +116,7 @@ export class Runtime {
         index,
         config: inst,
         appPath: loaded.appPaths.get(inst.name) ?? '',
-        // Certificates and keys are read here, once, and handed to the worker as PEM text.
-        ...(inst.tls !== undefined ? { tls: loadTlsDefaults(inst.tls as TlsConfigLike, loaded.baseDir, { path: `instances[${index}].tls` }) } : {}),
+        ...(tls[index] !== undefined ? { tls: tls[index] } : {}),
         portInfo,
         dataPath,
         log: this.log,
@@ -197,7 +204,18 @@ export class Runtime {
         throw err
       }
     }
-    runtime = new Runtime(loaded, dataPath, opened, kernelPorts, options)
+    try {
+      runtime = new Runtime(loaded, dataPath, opened, kernelPorts, options)
+    } catch (err) {
+      kernelPorts?.close()
+      const stopped = await dataPath.request({ type: 'release' }).then(
+        () => true,
+        () => false,
+      )
+      await dataPath.dispose()
+      if (!stopped) for (const plan of opened.hostRestore) runRestorePlan(plan)
+      throw err
+    }
     if (early.length > 0) {
       // Died between its answer and here: nothing is running yet.
       await runtime.stop()
@@ -307,8 +325,10 @@ export class Runtime {
     this.stopping ??= (async () => {
       await Promise.all(this.instances.map((host) => host.stop()))
       this.kernelPorts?.close()
+      let switchStopped = false
       try {
         this.finalStat = await this.dataPath.request({ type: 'stop' })
+        switchStopped = true
       } catch (err) {
         if (this.failure === undefined) this.log('runtime', 'error', `stopping the switch: ${(err as Error).message}`)
         this.finalStat = await this.lastStat()
@@ -327,6 +347,13 @@ export class Runtime {
         if (this.failure === undefined) this.log('runtime', 'error', `releasing the memory wires: ${(err as Error).message}`)
       }
       await this.dataPath.close()
+      if (!switchStopped) {
+        // The worker died or stopped answering before it gave the owned
+        // interfaces back: do it from here, or the host keeps ARP off and
+        // its addresses on a TAP nobody reads.
+        for (const plan of this.hostRestore) runRestorePlan(plan)
+        if (this.hostRestore.length > 0) this.log('runtime', 'warn', `gave ${this.hostRestore.length} owned interface(s) back to the kernel from the main thread`)
+      }
     })()
     return this.stopping
   }

@@ -19,6 +19,7 @@ import type { LinkType } from '../nexus/ports/port.js'
 import type { MemoryPortHandle } from '../nexus/ports/memory.js'
 import type { PoolAccounting } from '../nexus/channel/index.js'
 import type { ConnectionReport } from './host/messages.js'
+import type { HostRestorePlan } from './host-tap.js'
 
 /** What the switch worker reports of each opened port. */
 export interface OpenedPort {
@@ -46,6 +47,8 @@ export interface StartAnswer {
   shared: string[][]
   /** The far end of each memory wire, by wire name, for the runtime to attach (attachMemoryPort). */
   memoryPeers: [string, MemoryPortHandle][]
+  /** Per host TAP: how to give its interface back to the kernel if this worker dies before it can. */
+  hostRestore: HostRestorePlan[]
 }
 
 /** Per port, instance or host TAP: what the switch moved. */

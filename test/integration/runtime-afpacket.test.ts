@@ -25,6 +25,7 @@ let runtime: Runtime | undefined
 let kernelServer: ChildProcess | undefined
 let served = ''
 const logs: string[] = []
+let loaded: ReturnType<typeof parseConfigJson>
 
 beforeAll(async () => {
   cleanupNamespaces('fs-rtaf-')
@@ -46,7 +47,7 @@ beforeAll(async () => {
   kernelServer = spawnIn(hostNs, ['python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', served])
   const deadline = Date.now() + 10000
   while (Date.now() < deadline && !execIn(hostNs, ['ss', '-ltnH', 'sport = :8080']).stdout.includes('8080')) await new Promise((r) => setTimeout(r, 100))
-  const loaded = parseConfigJson(
+  loaded = parseConfigJson(
     {
       ports: [
         {
@@ -140,4 +141,20 @@ describe('runtime on an AF_PACKET port with a host TAP', () => {
     const ping = await runIn(peerNs, ['ping', '-c', '1', '-W', '2', HOST], 10000)
     expect(ping.stdout).toMatch(/1 received/)
   }, 30000)
+
+  it('gives the interface back from the main thread when the switch worker dies', async () => {
+    const dying = await Runtime.start(loaded, { netns: hostNs, log: (_source, _level, message) => logs.push(message) })
+    await dying.whenRunning()
+    expect(execIn(hostNs, ['ip', '-o', 'link', 'show', 'dev', 'fsaf0']).stdout).toContain('NOARP')
+    // The worker is killed: it never runs its own close.
+    await dying.dataPath.terminate()
+    expect(await dying.whenFailed()).toMatch(/exit|terminated/)
+    expect(logs).toContain('gave 1 owned interface(s) back to the kernel from the main thread')
+    expect(execIn(hostNs, ['ip', '-o', 'link', 'show', 'dev', 'fsaf0']).stdout).not.toContain('NOARP')
+    expect(execIn(hostNs, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'fsaf0']).stdout).toContain(`${HOST}/24`)
+    expect(execIn(hostNs, ['ip', 'link', 'show', 'dev', 'fsah0']).status).not.toBe(0)
+    expect(execIn(hostNs, ['sysctl', '-n', 'net.ipv6.conf.fsaf0.disable_ipv6']).stdout.trim()).toBe('0')
+    const ping = await runIn(peerNs, ['ping', '-c', '1', '-W', '2', HOST], 10000)
+    expect(ping.stdout).toMatch(/1 received/)
+  }, 40000)
 })
