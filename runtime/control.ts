@@ -76,7 +76,10 @@ export async function serveControl(runtime: Runtime, path: string, mode = 0o600)
     if (alive) throw new FlowstackError('CONTROL_IN_USE', `another runtime serves ${path}`)
     unlinkSync(path)
   }
+  const connections = new Set<Socket>()
   const server = createServer((socket: Socket) => {
+    connections.add(socket)
+    socket.once('close', () => connections.delete(socket))
     socket.on('error', () => {})
     socket.on(
       'data',
@@ -108,6 +111,15 @@ export async function serveControl(runtime: Runtime, path: string, mode = 0o600)
     server.listen(path, () => resolve())
   })
   chmodSync(path, mode === 0 ? 0o600 : mode)
+  // net.Server.close() waits for every connection to end, and a client may
+  // keep one open and idle (a monitoring agent, `nc -U`): closing the control
+  // socket ends them, so a stopping runtime is never held up by a client.
+  const closeServer = server.close.bind(server)
+  server.close = ((callback?: (err?: Error) => void) => {
+    closeServer(callback)
+    for (const socket of connections) socket.destroy()
+    return server
+  }) as Server['close']
   server.on('close', () => {
     try {
       unlinkSync(path)

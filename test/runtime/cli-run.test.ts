@@ -4,6 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -80,9 +81,18 @@ describe('flowstack run', () => {
     const text = cli('stat', '--socket', socket)
     expect(text.stdout).toMatch(/web: running, restarts 0/)
 
+    // An idle control client does not hold up the stop.
+    const idle = createConnection(socket)
+    await new Promise<void>((resolve, reject) => {
+      idle.once('connect', () => resolve())
+      idle.once('error', reject)
+    })
+    const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()))
+    idle.on('error', () => {})
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)))
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
+    await idleClosed
     expect(stdout).toMatch(/SIGTERM, draining[\s\S]*flowstack: stopped/)
     expect(existsSync(socket)).toBe(false)
     const gone = cli('stat', '--socket', socket)
