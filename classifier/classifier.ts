@@ -150,6 +150,8 @@ export interface ClassifierOptions {
 
 const FLOW_REGISTERED = 1
 const FLOW_DECIDED = 2
+/** Registered by an instance's datagram (UDP has no close to release it): expires when idle, like a decision. */
+const FLOW_DATAGRAM = 3
 /** Datagram key: key words 0..8 (no ports) plus the fragment id. */
 const DATAGRAM_WORDS = KEY_WORDS
 
@@ -328,10 +330,14 @@ export class Classifier {
     this.instanceAddresses[instance] = [...addresses]
   }
 
-  /** Registers an established flow (connect/accept). Returns false when the table is full. */
-  registerFlow(fields: FlowKeyFields, instance: number): boolean {
+  /**
+   * Registers an established flow (connect/accept), kept until released; with
+   * `expiresWhenIdle` (a datagram flow, which no close will release) it goes
+   * with the idle decisions in expireIdleFlows. Returns false when the table is full.
+   */
+  registerFlow(fields: FlowKeyFields, instance: number, expiresWhenIdle = false): boolean {
     writeKey(fields, this.scratch)
-    return this.insertFlow(this.scratch, instance, -1, FLOW_REGISTERED) >= 0
+    return this.insertFlow(this.scratch, instance, -1, expiresWhenIdle ? FLOW_DATAGRAM : FLOW_REGISTERED) >= 0
   }
 
   releaseFlow(fields: FlowKeyFields): boolean {
@@ -371,8 +377,9 @@ export class Classifier {
   }
 
   /**
-   * Removes flows created by decisions that saw no packet for more than
-   * idleMs. Registered flows stay. Last-seen times are whole milliseconds
+   * Removes flows created by decisions, and datagram flows, that saw no
+   * packet for more than idleMs (an instance's next datagram registers its
+   * flow again). Flows registered by connect/accept stay until released. Last-seen times are whole milliseconds
    * modulo 2^32 (one word in the flow's slot), so ages are exact to a
    * millisecond and idleMs must stay below 2^32 ms (49 days).
    */
@@ -381,7 +388,7 @@ export class Classifier {
     const doomed: Uint32Array[] = []
     this.flows.forEach((_, base) => {
       const age = (nowTick - this.slots[base + FS_LAST_SEEN]) >>> 0
-      if (this.flowKind[this.slots[base + FS_RECORD] - 1] === FLOW_DECIDED && age > idleMs) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
+      if (this.flowKind[this.slots[base + FS_RECORD] - 1] !== FLOW_REGISTERED && age > idleMs) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
     })
     for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
     this.flowRemovals++
@@ -397,7 +404,7 @@ export class Classifier {
         key: readKey(this.slots, base + FS_KEY),
         owner: this.signedSlots[base + FS_OWNER],
         rule: this.ruleName(this.signedSlots[base + FS_RULE]),
-        state: this.flowKind[record] === FLOW_REGISTERED ? 'established' : 'decided',
+        state: this.flowKind[record] === FLOW_DECIDED ? 'decided' : 'established',
         packets: this.slots[base + FS_PACKETS] + this.packetsCarry[record],
         bytes: this.slots[base + FS_BYTES] + this.bytesCarry[record],
       })

@@ -28,7 +28,7 @@
 // are released when the worker's periodic report no longer lists them or
 // when the instance stops.
 import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
-import { OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SpoofReason, type Classifier } from '../classifier/index.js'
+import { OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SPOOF_REASON_NAMES, SpoofReason, type Classifier } from '../classifier/index.js'
 import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
@@ -110,6 +110,7 @@ export class Switch {
   readonly drops = new Float64Array(SWITCH_DROP_NAMES.length)
   /** Flows registered per instance from its handshakes, by key text. */
   readonly learned: Map<string, FlowLearned>[]
+  private readonly spoofSnapshot = new Float64Array(SPOOF_REASON_NAMES.length)
   private readonly instanceEnds: (ChannelEnd | undefined)[]
   private readonly linkKinds: LinkKind[]
   /** Where the IP header starts on each port's frames (Ethernet: after 14 bytes; VLAN-tagged frames are not steered). */
@@ -670,8 +671,9 @@ export class Switch {
   /**
    * UDP has no handshake: the first datagram of a flow from an owned address
    * registers it (a connected or sending dgram socket), and the refusal the
-   * check just counted is taken back. Datagram flows stay until the instance
-   * stops. Returns whether the packet may now go.
+   * check just counted is taken back. Datagram flows expire when idle (the
+   * classifier's sweep), so an instance sending from ever new ports (a DNS
+   * client) cannot fill the table shared by all. Returns whether the packet may now go.
    */
   private learnDatagramFlow(instance: number, buf: Uint8Array, length: number): boolean {
     const port = this.instances[instance].port
@@ -680,19 +682,31 @@ export class Switch {
     const version = buf[l3] >>> 4
     const protocol = version === 4 ? buf[l3 + 9] : version === 6 && length >= l3 + 40 ? buf[l3 + 6] : -1
     if (protocol !== PROTO_UDP) return false
-    const spoofedFlow = this.classifier.spoofCounts[SpoofReason.Flow]
-    this.learnFlow(instance, buf, length)
-    if (!this.classifier.checkOutbound(buf, 0, length, this.linkKinds[port], instance)) return false
-    this.classifier.spoofCounts[SpoofReason.Flow] = spoofedFlow - 1
+    const counts = this.classifier.spoofCounts
+    this.spoofSnapshot.set(counts)
+    this.learnFlow(instance, buf, length, true)
+    const allowed = this.classifier.checkOutbound(buf, 0, length, this.linkKinds[port], instance)
+    // The second check is not a second refusal: one packet, one count.
+    counts.set(this.spoofSnapshot)
+    if (!allowed) return false
+    counts[SpoofReason.Flow]-- // the first check's refusal is withdrawn: the flow is learned now
     return true
   }
 
-  /** A SYN or SYN-ACK from an instance: register its flow (allocates; handshakes only). */
-  private learnFlow(instance: number, buf: Uint8Array, length: number): void {
+  /**
+   * A SYN or SYN-ACK from an instance (or its first datagram of a flow:
+   * `datagram`): register its flow (allocates; handshakes and new flows only).
+   * Datagram flows are not tracked here: nothing reconciles or resets them.
+   */
+  private learnFlow(instance: number, buf: Uint8Array, length: number, datagram = false): void {
     const port = this.instances[instance].port
     if (extractFlowKey(buf, 0, length, this.linkKinds[port], port, Direction.Out, this.info) !== ParseStatus.Ok) return
     const fields = readKey(this.info.key)
     if (!this.ownedAddresses[instance].has(fields.localAddress)) return // anti-spoofing will refuse it
+    if (datagram) {
+      this.classifier.registerFlow(fields, instance, true)
+      return
+    }
     const text = flowText(fields.ipVersion, fields.localAddress, fields.localPort, fields.remoteAddress, fields.remotePort)
     if (this.classifier.registerFlow(fields, instance)) this.learned[instance].set(text, { fields, since: this.now() })
   }

@@ -42,8 +42,8 @@ function drain(end: ChannelEnd): Uint8Array[] {
   return out
 }
 
-function setup() {
-  const classifier = classifierFromConfig(config)
+function setup(clock: { t: number } = { t: 0 }) {
+  const classifier = classifierFromConfig(config, { now: () => clock.t })
   const portSab = createChannel({ bufferCount: 64, ringCapacity: 64 })
   const wire = attachChannel(portSab, 'a') // the device side: what the wire delivers and receives
   const sw = new Switch(classifier, [{ name: 'p0', end: attachChannel(portSab, 'b'), link: 'ip', vnetHdr: false }], [
@@ -119,6 +119,37 @@ describe('Switch', () => {
     sw.pass()
     expect(drain(web)).toHaveLength(0)
     expect(sw.drops[SwitchDrop.NoKernel]).toBe(1)
+  })
+
+  it('learns a datagram flow from its first packet, lets it expire when idle, and counts a refused datagram once', () => {
+    const clock = { t: 1000 }
+    const { sw, wire, client, classifier } = setup(clock)
+    const query = (srcPort: number) => buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '192.0.2.53', srcPort, dstPort: 53, payload: 20 })
+    for (let port = 40000; port < 40010; port++) send(client, query(port))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(10)
+    expect(classifier.listFlows().filter((f) => f.owner === 1 && f.key.protocol === 17 && f.state === 'established')).toHaveLength(10)
+    expect([...classifier.spoofCounts]).toEqual([0, 0, 0, 0]) // every first datagram's refusal was taken back
+    expect(sw.learned[1].size).toBe(0) // nothing to reconcile or reset for UDP
+    // The answer to one comes back to the client by its flow.
+    send(wire, buildPacket({ ipVersion: 4, protocol: 17, src: '192.0.2.53', dst: '198.51.100.3', srcPort: 53, dstPort: 40003, payload: 40 }))
+    sw.pass()
+    expect(drain(client)).toHaveLength(1)
+    // Idle past the sweep's bound: they go (a DNS client cannot fill the shared table) ...
+    clock.t += 301_000
+    expect(classifier.expireIdleFlows(300_000)).toBeGreaterThanOrEqual(10)
+    expect(classifier.listFlows().filter((f) => f.owner === 1)).toHaveLength(0)
+    // ... and the next datagram of one registers it again.
+    send(client, query(40003))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(1)
+    expect(classifier.listFlows().filter((f) => f.owner === 1)).toHaveLength(1)
+    // A datagram from an address the client does not own: refused, counted once.
+    send(client, buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.2', dst: '192.0.2.53', srcPort: 40100, dstPort: 53, payload: 20 }))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(0)
+    expect([...classifier.spoofCounts]).toEqual([1, 0, 0, 0])
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(1)
   })
 
   it('sends what no instance claims to the port, drops what a drop rule names, and releases an instance', () => {
