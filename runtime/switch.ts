@@ -32,6 +32,7 @@ import { OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SPOOF_REASON_NAMES, Sp
 import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
+import { completePartialChecksum } from '../stacks/wire/checksum.js'
 import type { ConnectionReport } from './host/messages.js'
 import { tcpOffset, writeTcpSegment } from './resets.js'
 
@@ -131,6 +132,12 @@ export class Switch {
   private readonly portBatchIndex = new Int32Array(BATCH)
   /** Per port: its whole channel as one view, so a batch's packets are offsets into one buffer. */
   private readonly portViews: Uint8Array[]
+  /**
+   * Per port, per buffer index: bytes of vnet header in front of the packet
+   * (its descriptor's DESC_VNET_HDR), kept for routing after the batch or a
+   * fragment hold. AF_PACKET mixes bare frames and frames with a header.
+   */
+  private readonly rxHeaderBytes: Uint8Array[]
   /** The port whose batch is being classified, or -1. */
   private batchPort = -1
   /** Held fragments released during a batch: their token, their first fragment's token, the decision (arrays reused). */
@@ -169,6 +176,7 @@ export class Switch {
     this.linkKinds = ports.map((port) => (port.link === 'ethernet' ? LinkKind.Ethernet : LinkKind.Ip))
     this.l3Offsets = ports.map((port) => (port.link === 'ethernet' ? ETHERNET_HEADER : 0))
     this.portViews = ports.map((port) => new Uint8Array(port.end.sab))
+    this.rxHeaderBytes = ports.map(() => new Uint8Array(65536)) // buffer indexes are 16-bit (tokens: port * 65536 + index)
     instances.forEach((inst, i) => {
       if (inst.mac !== undefined) this.macOwners.set(macKey(inst.mac, 0), i)
       for (const address of this.ownedAddresses[i]) this.addressOwners.set(`${inst.port} ${address}`, i)
@@ -334,8 +342,10 @@ export class Switch {
     traffic.rxBytes += length
     const buf = port.end.buffer(index)
     const off = (flags & DESC_VNET_HDR) !== 0 ? VIRTIO_NET_HDR_BYTES : 0
-    if (off !== 0 && (buf[0] !== 0 || buf[1] !== 0)) {
-      // GSO or checksum work requested; instances take plain packets only.
+    // Instances take plain packets: a partial checksum (an AF_PACKET peer on a
+    // veth with tx checksum offload, the default) is completed here, once,
+    // for whoever gets the packet; a GSO super-frame is not split: dropped.
+    if (off !== 0 && (buf[1] !== 0 || !completePartialChecksum(buf, length, VIRTIO_NET_HDR_BYTES))) {
       this.drops[SwitchDrop.Offload]++
       port.end.release(index)
       return
@@ -355,6 +365,7 @@ export class Switch {
       }
     }
     // receive() hands at most BATCH descriptors per call, the batch's capacity.
+    this.rxHeaderBytes[p][index] = off
     this.portBatchIndex[this.portBatch.count] = index
     this.portBatch.add(buf.byteOffset + off, length - off, p * 65536 + index)
   }
@@ -432,7 +443,7 @@ export class Switch {
     // instance's address to a wire peer) is nobody's: the port's default.
     if (owner === OWNER_WIRE) owner = this.classifier.ports[p].defaultOwner
     const buf = port.end.buffer(index)
-    const off = port.vnetHdr ? VIRTIO_NET_HDR_BYTES : 0
+    const off = this.rxHeaderBytes[p][index]
     const l3 = this.l3Offsets[p]
     const length = ipLength >= 0 ? ipLength : Math.min(l3 + ipPacketLength(buf, off + l3), buf.length - off)
     if (owner >= 0) {

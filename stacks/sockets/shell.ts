@@ -8,14 +8,13 @@ import { DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../../nexu
 import type { NexusPort } from '../../nexus/ports/port.js'
 import { FlowstackError } from '../../common/errors.js'
 import { formatIpAddress } from '../wire/address.js'
-import { checksumAccumulate, checksumFold } from '../wire/checksum.js'
+import { completePartialChecksum } from '../wire/checksum.js'
 import type { Clock, LinkDevice, Random, TxBuffer } from '../core/contracts.js'
 import { StackCore, type RouteSpec } from '../core/stack.js'
 import { TcpTransport } from '../core/tcp/transport.js'
 import type { TcpConfig } from '../core/tcp/types.js'
 
 /** virtio_net_hdr flags: the checksum still has to be completed (include/uapi/linux/virtio_net.h). */
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 
 /** Packets taken from the RX ring before the shell yields to the event loop. */
 const RX_BATCH = 64
@@ -163,30 +162,14 @@ export class StackShell {
   }
 
   /**
-   * Finishes what the kernel left to the "device" on a vnet_hdr port
-   * (struct virtio_net_hdr_v1, little-endian: flags u8, gso_type u8,
-   * hdr_len u16, gso_size u16, csum_start u16, csum_offset u16).
-   * VIRTIO_NET_HDR_F_NEEDS_CSUM: the field at csum_start + csum_offset holds
-   * the folded pseudo-header sum; the checksum over [csum_start, end) goes
-   * there (Linux CHECKSUM_PARTIAL). A GSO super-packet needs no splitting
-   * here: its IP and TCP headers describe the whole payload, which the stack
-   * takes as one large in-window segment (receive offload, like GRO).
-   * Returns false for a header that points outside the packet.
+   * Finishes a checksum the kernel left to the "device" on a vnet_hdr port. A
+   * GSO super-packet needs no splitting here: its IP and TCP headers describe
+   * the whole payload, which the stack takes as one large in-window segment
+   * (receive offload, like GRO). Returns false for a header that points
+   * outside the packet.
    */
   private completeOffloads(buffer: Uint8Array, length: number): boolean {
-    const hdrFlags = buffer[0]
-    if ((hdrFlags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return true
-    const packetLength = length - VIRTIO_NET_HDR_BYTES
-    const start = buffer[6] | (buffer[7] << 8)
-    const field = start + (buffer[8] | (buffer[9] << 8))
-    if (field + 2 > packetLength || start >= packetLength) return false
-    const packet = buffer.subarray(VIRTIO_NET_HDR_BYTES, length)
-    let checksum = checksumFold(checksumAccumulate(packet, start, packetLength - start))
-    // RFC 768: a computed UDP checksum of zero is sent as all ones (UDP's field sits at offset 6).
-    if (checksum === 0 && field - start === 6) checksum = 0xffff
-    packet[field] = checksum >>> 8
-    packet[field + 1] = checksum & 0xff
-    return true
+    return completePartialChecksum(buffer, length, VIRTIO_NET_HDR_BYTES)
   }
 
   private async rxLoop(): Promise<void> {

@@ -184,3 +184,30 @@ export type IpPseudoHeader =
 export function pseudoHeaderSum(ip: IpPseudoHeader, protocol: number, length: number): number {
   return ip.version === 4 ? pseudoHeaderSumIpv4(ip.src, ip.dst, protocol, length) : pseudoHeaderSumIpv6(ip.src, ip.dst, protocol, length)
 }
+
+/** struct virtio_net_hdr flag: the checksum from csum_start to the end is left to the device. */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+
+/**
+ * Finishes what the kernel left to the "device" in a packet behind a
+ * struct virtio_net_hdr (little-endian: flags u8, gso_type u8, hdr_len u16,
+ * gso_size u16, csum_start u16, csum_offset u16) of `headerBytes`.
+ * VIRTIO_NET_HDR_F_NEEDS_CSUM (Linux CHECKSUM_PARTIAL): the field at
+ * csum_start + csum_offset holds the folded pseudo-header sum; the checksum
+ * over [csum_start, end) goes there. The header is left as it is. Returns
+ * false for a header that points outside the packet.
+ */
+export function completePartialChecksum(buffer: Uint8Array, length: number, headerBytes: number): boolean {
+  if ((buffer[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return true
+  const packetLength = length - headerBytes
+  const start = buffer[6] | (buffer[7] << 8)
+  const field = start + (buffer[8] | (buffer[9] << 8))
+  if (field + 2 > packetLength || start >= packetLength) return false
+  const packet = buffer.subarray(headerBytes, length)
+  let checksum = checksumFold(checksumAccumulate(packet, start, packetLength - start))
+  // RFC 768: a computed UDP checksum of zero is sent as all ones (UDP's field sits at offset 6).
+  if (checksum === 0 && field - start === 6) checksum = 0xffff
+  packet[field] = checksum >>> 8
+  packet[field + 1] = checksum & 0xff
+  return true
+}

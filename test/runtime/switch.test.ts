@@ -1,7 +1,8 @@
 // The switch without workers: channels attached by the test on both sides,
 // a manual pass() per step, packets built byte by byte.
 import { describe, expect, it } from 'vitest'
-import { attachChannel, createChannel, type ChannelEnd } from '../../nexus/channel/index.js'
+import { attachChannel, createChannel, DESC_VNET_HDR, type ChannelEnd } from '../../nexus/channel/index.js'
+import { checksumFold, internetChecksum, pseudoHeaderSumIpv4 } from '../../stacks/wire/checksum.js'
 import { parseConfigJson } from '../../runtime/config/index.js'
 import { classifierFromConfig } from '../../classifier/index.js'
 import { Switch, SwitchDrop, TCP_FLAGS, tcpFlagsOf } from '../../runtime/switch.js'
@@ -72,6 +73,42 @@ describe('Switch', () => {
     expect(sw.instanceTraffic[0].rxPackets).toBe(1)
     expect(sw.portTraffic[0].rxPackets).toBe(1)
     expect(classifier.reasonCounts[1]).toBe(1) // decided by a rule
+  })
+
+  it('completes a partial checksum left by the kernel (vnet header) before delivery, and drops a GSO frame', () => {
+    const { sw, wire, web } = setup()
+    const syn = tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40000, dstPort: 80 }, TCP_FLAGS.SYN)
+    const segmentLength = syn.length - 20
+    const pseudo = pseudoHeaderSumIpv4(0xc0000209, 0xc6336402, 6, segmentLength)
+    syn[36] = 0
+    syn[37] = 0
+    const expected = internetChecksum(syn, 20, segmentLength, pseudo)
+    // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; csum_start 20, csum_offset 16.
+    const partial = (~checksumFold(pseudo)) & 0xffff
+    syn[36] = partial >>> 8
+    syn[37] = partial & 0xff
+    const header = Uint8Array.of(1, 0, 0, 0, 0, 0, 20, 0, 16, 0, 0, 0)
+    const sendWithHeader = (hdr: Uint8Array): void => {
+      const index = wire.alloc()
+      wire.buffer(index).set(hdr)
+      wire.buffer(index).set(syn, hdr.length)
+      expect(wire.send(index, hdr.length + syn.length, DESC_VNET_HDR)).toBe(true)
+      wire.flush()
+    }
+    sendWithHeader(header)
+    sw.pass()
+    const got = drain(web)
+    expect(got).toHaveLength(1)
+    expect(got[0].length).toBe(syn.length) // the vnet header stays behind
+    expect((got[0][36] << 8) | got[0][37]).toBe(expected)
+    expect(internetChecksum(got[0], 20, segmentLength, pseudo)).toBe(0) // verifies
+    // A GSO super-frame (gso_type TCPV4) is not split for an instance: counted, dropped.
+    const gso = header.slice()
+    gso[1] = 1
+    sendWithHeader(gso)
+    sw.pass()
+    expect(drain(web)).toHaveLength(0)
+    expect(sw.drops[SwitchDrop.Offload]).toBe(1)
   })
 
   it('refuses a spoofed source address and counts it', () => {
