@@ -643,7 +643,9 @@ export class Classifier {
     let flowHits = 0
     for (let i = 0; i < n; i++) {
       let slot = found[i]
-      if (slot === -2) {
+      if (slot === -2 || ((slot < 0 || this.flowRemovals !== removals) && !extractFlowKeyFast(buf, offsets[i], lengths[i], link, portIndex, direction, key, 0))) {
+        // The slow path, or (should the two parsers ever disagree) a packet the
+        // fast parser refuses now: never decide on the previous packet's key.
         const decision = this.classifyPacket(buf, offsets[i], lengths[i], link, portIndex, direction, batch.tokens[i])
         owners[i] = decision.held ? OWNER_HELD : decision.owner
         rules[i] = decision.rule
@@ -654,8 +656,7 @@ export class Classifier {
         // A miss may have become a hit (an earlier packet of this batch
         // opened the flow), and a hit is stale if a callback removed flows
         // (removal moves slots): look again. The fast parser took this
-        // packet in the first stage, so it takes it again.
-        extractFlowKeyFast(buf, offsets[i], lengths[i], link, portIndex, direction, key, 0)
+        // packet in the first stage, so it took it again just above (into key).
         slot = this.flows.find(key, 0)
         if (slot < 0) {
           const decision = this.classifyKey(key, direction, lengths[i])

@@ -240,13 +240,16 @@ void FreeHugeBuffer(napi_env env, void* data, void* hint) {
 // that trades away: the memory is outside V8's heap (reported with
 // napi_adjust_external_memory so GC still feels the pressure), it cannot be
 // transferred or structured-cloned to another thread, and its size is fixed.
+// Node 20 refuses to wrap more than 4 GiB in one ArrayBuffer (2^26 flow slots of 64 bytes).
+constexpr uint64_t kMaxHugeBuffer = (1ull << 32) - 1;
+
 napi_value AllocHugeBuffer(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   double requested = 0;
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1 ||
-      napi_get_value_double(env, argv[0], &requested) != napi_ok || !(requested >= 1) || requested > double(1ull << 40)) {
-    napi_throw_type_error(env, "NEXUS_BAD_ARGS", "allocHugeBuffer(bytes: number >= 1)");
+      napi_get_value_double(env, argv[0], &requested) != napi_ok || !(requested >= 1) || requested > double(kMaxHugeBuffer)) {
+    napi_throw_type_error(env, "NEXUS_BAD_ARGS", "allocHugeBuffer(bytes: number in [1, 4 GiB))");
     return nullptr;
   }
   const size_t bytes = static_cast<size_t>(requested);
@@ -269,7 +272,9 @@ napi_value AllocHugeBuffer(napi_env env, napi_callback_info info) {
   madvise(data, mapped, MADV_HUGEPAGE);
   napi_value buffer;
   if (napi_create_external_arraybuffer(env, data, bytes, FreeHugeBuffer, reinterpret_cast<void*>(mapped), &buffer) != napi_ok) {
-    munmap(data, mapped);
+    // Node runs the finalizer itself when it cannot wrap the memory (seen
+    // for sizes V8 refuses): unmapping here too would free the range twice.
+    // The size bound above keeps us out of that case.
     napi_throw_error(env, "NEXUS_NO_MEMORY", "allocHugeBuffer: cannot wrap the mapping in an ArrayBuffer");
     return nullptr;
   }

@@ -17,7 +17,7 @@
 // as drops.oversize; with `channel: { bufferSize: GSO_BUFFER_SIZE }` they
 // arrive whole, gso_type set, and the stack shell takes them like GRO output.
 import { randomInt } from 'node:crypto'
-import type { CreateChannelOptions } from '../channel/index.js'
+import { VIRTIO_NET_HDR_BYTES, type CreateChannelOptions } from '../channel/index.js'
 import { FlowstackError } from '../../common/errors.js'
 import type { NexusPort } from './port.js'
 import { channelDefaults, checkInterfaceName, checkMtu, NativePort, netnsPath } from './native.js'
@@ -72,7 +72,8 @@ export async function openAfPacket(options: AfPacketOptions): Promise<NexusPort 
     throw new FlowstackError('PORT_BAD_OPTIONS', `blockTimeoutMs must be 1..1000, got ${blockTimeoutMs}`)
   }
   const channel = channelDefaults(false, options.channel)
-  checkMtu(options.mtu, (channel.bufferSize ?? 2048) - ETHERNET_HEADER, `channel buffers of ${channel.bufferSize ?? 2048} bytes`)
+  // A frame with a partial checksum arrives behind a virtio_net_hdr in the same buffer: leave it room.
+  checkMtu(options.mtu, (channel.bufferSize ?? 2048) - ETHERNET_HEADER - VIRTIO_NET_HDR_BYTES, `channel buffers of ${channel.bufferSize ?? 2048} bytes`)
   return NativePort.open(
     {
       kind: 'afpacket',

@@ -139,6 +139,9 @@ describe('native flow lookup', () => {
     expect(() => native.flowLookupBatch(new Uint32Array(16 * 3), buf, descriptors, descriptors, 1, 1, 0, true, out)).toThrow(expect.objectContaining({ code: 'NEXUS_BAD_ARGS' }))
     expect(() => native.flowLookupBatch(slots, buf, descriptors, descriptors, 5, 1, 0, true, out)).toThrow(expect.objectContaining({ code: 'NEXUS_BAD_ARGS' }))
     expect(() => native.flowLookupBatch(slots, buf, descriptors, new Uint32Array(4) as unknown as Int32Array, 1, 1, 0, true, out)).toThrow(expect.objectContaining({ code: 'NEXUS_BAD_ARGS' }))
+    // Node cannot wrap 4 GiB or more in one ArrayBuffer (and would free the mapping itself): refused up front.
+    expect(() => native.allocHugeBuffer(2 ** 33)).toThrow(expect.objectContaining({ code: 'NEXUS_BAD_ARGS' }))
+    expect(() => native.allocHugeBuffer(0)).toThrow(expect.objectContaining({ code: 'NEXUS_BAD_ARGS' }))
     // Descriptors pointing outside the buffer are the slow path, not a read.
     const offsets = Int32Array.of(-1, 60, 2_000_000_000, 0)
     const lengths = Int32Array.of(20, 20, 40, 100)
