@@ -395,6 +395,16 @@ export class Classifier {
     return doomed.length
   }
 
+  /** Flows per instance (index i), counted in place: for stat, which must not build a record per flow. */
+  countFlowsByInstance(): number[] {
+    const counts = new Array<number>(this.instances.length).fill(0)
+    this.flows.forEach((_, base) => {
+      const owner = this.signedSlots[base + FS_OWNER]
+      if (owner >= 0 && owner < counts.length) counts[owner]++
+    })
+    return counts
+  }
+
   /** Visits every flow (for `flowstack flows`); allocates, not for the data path. */
   listFlows(): Array<{ key: FlowKeyFields; owner: number; rule: string | null; state: 'established' | 'decided'; packets: number; bytes: number }> {
     const out: ReturnType<Classifier['listFlows']> = []

@@ -126,6 +126,7 @@ export class DataPath {
   private readonly generations: number[]
   private readonly idleSweep: NodeJS.Timeout
   private stopped = false
+  private stopping: Promise<void> | undefined
   private released = false
 
   private constructor(
@@ -240,8 +241,7 @@ export class DataPath {
   stat(): StatResponse {
     const config = this.config
     const sw = this.switch
-    const flowsOf = new Array<number>(config.instances.length).fill(0)
-    for (const flow of this.classifier.listFlows()) if (flow.owner >= 0 && flow.owner < flowsOf.length) flowsOf[flow.owner]++
+    const flowsOf = this.classifier.countFlowsByInstance()
     const classifier = classifierStats(this.classifier)
     // The switch's own drops join the classifier's reasons, so every packet not delivered has a reason.
     for (let d = 0; d < SWITCH_DROP_NAMES.length; d++) classifier.reasons.push(create(CounterSchema, { name: `switch-${SWITCH_DROP_NAMES[d]}`, value: BigInt(sw.drops[d]) }))
@@ -290,20 +290,23 @@ export class DataPath {
    * Answers the final counters.
    */
   async stop(): Promise<StatAnswer> {
-    if (!this.stopped) {
+    // One stop, however many ask (a timed-out `stop` followed by `release`):
+    // host TAPs and ports are closed once.
+    this.stopping ??= (async () => {
       clearInterval(this.idleSweep)
       await this.switch.stop()
       this.stopped = true
       for (const host of this.hosts) await host?.close()
       for (const port of this.ports) await port.close()
-    }
+    })()
+    await this.stopping
     return this.statAnswer()
   }
 
   /** Closes the memory wires' far ends; reports where their buffers are. */
   async release(): Promise<ReleaseAnswer> {
     const pools: ReleaseAnswer['pools'] = []
-    if (!this.stopped) await this.stop()
+    await this.stop()
     if (!this.released) {
       this.released = true
       for (const [name, peer] of this.peers) {

@@ -71,7 +71,14 @@ control.on('message', (message: ToSwitch) => {
         // The last request: nothing is left open, let the thread end by itself.
         if (message.type === 'release') control.close()
       },
-      (err: unknown) => post({ type: 'answer', id, ok: false, code: (err as { code?: string }).code ?? 'RUNTIME_SWITCH_FAILED', message: (err as Error).message ?? String(err) }),
+      (err: unknown) => {
+        // Our own codes (PORT_*, NEXUS_*, RUNTIME_*, ...) and Node's ERR_* pass; anything else (a bare
+        // errno, a thrown non-Error) becomes RUNTIME_SWITCH_FAILED with its text kept in the message.
+        const code = (err as { code?: unknown } | null)?.code
+        const stable = typeof code === 'string' && /^(PORT|NEXUS|RUNTIME|CHANNEL|CONFIG|CONTROL|IMPAIR|PCAP|ERR)_[A-Z_]+$/.test(code)
+        const text = err instanceof Error ? err.message : String(err)
+        post({ type: 'answer', id, ok: false, code: stable ? code : 'RUNTIME_SWITCH_FAILED', message: stable || typeof code !== 'string' ? text : `${code}: ${text}` })
+      },
     )
     return
   }

@@ -648,6 +648,8 @@ export class Switch {
     const entry = this.resetting.get(text)
     if (entry === undefined) return
     this.resetting.delete(text)
+    // Past its window the 4-tuple may be a new connection of the peer's: no RST for it.
+    if (entry.until < this.now()) return
     const ack = ((buf[tcp + 8] << 24) | (buf[tcp + 9] << 16) | (buf[tcp + 10] << 8) | buf[tcp + 11]) >>> 0
     const rst = writeTcpSegment(this.scratch, { ipVersion, src: dst, dst: src, srcPort: dstPort, dstPort: srcPort, seq: ack, ack: 0, flags: TCP_RST })
     if (rst > 0 && this.forward(entry.instance, this.scratch, rst)) this.resetsSent++

@@ -59,7 +59,7 @@ export async function demoCommand(options: DemoOptions = {}): Promise<number> {
     const kernelServer = host.http.createServer((_req, res) => res.end('kernel side of wire0\n'))
     await new Promise<void>((resolve) => kernelServer.listen(8080, () => resolve()))
     const startLimit = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), options.timeoutMs ?? 15000).unref())
-    if ((await Promise.race([runtime.whenRunning().then(() => 'up' as const), startLimit])) === 'late') {
+    if ((await Promise.race([runtime.whenRunning().then(() => 'up' as const, () => 'late' as const), startLimit])) === 'late') {
       out(`${elapsed()} the instances did not start: ${runtime.instances.map((i) => `${i.name} ${i.lastError || 'starting'}`).join('; ')}`)
       out('demo: FAILED')
       return 1

@@ -45,7 +45,11 @@ export async function runCommand(configPath: string, options: RunOptions = {}): 
   }
   stdout.write(`flowstack: ${runtime.instances.length} instance(s), ${loaded.config.ports.length} port(s); control socket ${socketPath}\n`)
   // Signals are handled from here on, even while an instance is still starting (or never does).
-  void runtime.whenRunning().then(() => stdout.write('flowstack: running\n'))
+  void runtime.whenRunning().then(
+    () => stdout.write('flowstack: running\n'),
+    // The others carry on; this one's reason was logged when it stopped.
+    (err: unknown) => stderr.write(`flowstack: ${(err as Error).message}\n`),
+  )
 
   let failure: string | undefined
   const done = new Promise<void>((resolve) => {

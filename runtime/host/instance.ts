@@ -9,6 +9,7 @@ import { toJson } from '@bufbuild/protobuf'
 import { Piscina } from 'piscina'
 import { createChannel } from '../../nexus/channel/index.js'
 import { workerEntry } from '../../common/worker-url.js'
+import { FlowstackError } from '../../common/errors.js'
 import { InstanceSchema, InstanceState, RestartPolicy, type Instance } from '../../proto/gen/flowstack_pb.js'
 import type { PortInfo } from '../../nexus/ports/port.js'
 import type { RouteSpec } from '../../stacks/core/stack.js'
@@ -104,7 +105,7 @@ export class InstanceHost {
   private stopping = false
   private restartTimer: NodeJS.Timeout | null = null
   private readonly restartTimes: number[] = []
-  private readyWaiters: (() => void)[] = []
+  private readyWaiters: { resolve: () => void; reject: (err: Error) => void }[] = []
   /** The switch's detach of the last ended launch. */
   private detached: Promise<void> = Promise.resolve()
   private readonly reportIntervalMs: number
@@ -129,10 +130,27 @@ export class InstanceHost {
     this.pool.on('error', () => {})
   }
 
-  /** Resolves once the app's default export returned (the instance is RUNNING). */
+  /**
+   * Resolves once the app's default export returned (the instance is
+   * RUNNING); rejects with RUNTIME_INSTANCE_FAILED once it will not run
+   * (failed with no restart left) or RUNTIME_STOPPED when it is stopped first.
+   */
   whenRunning(): Promise<void> {
     if (this.state === InstanceState.RUNNING) return Promise.resolve()
-    return new Promise((resolve) => this.readyWaiters.push(resolve))
+    if (this.state === InstanceState.FAILED) return Promise.reject(this.failedError())
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
+  }
+
+  private failedError(): FlowstackError {
+    return new FlowstackError('RUNTIME_INSTANCE_FAILED', `instance ${this.name} failed and will not be restarted: ${this.lastError}`)
+  }
+
+  /** Ends the waiters of whenRunning: resolved (running) or rejected (failed, stopped). */
+  private settleWaiters(err?: Error): void {
+    for (const waiter of this.readyWaiters.splice(0)) {
+      if (err === undefined) waiter.resolve()
+      else waiter.reject(err)
+    }
   }
 
   start(): void {
@@ -207,7 +225,7 @@ export class InstanceHost {
   private running(generation: number): void {
     if (generation !== this.generation || this.task === null || this.stopping) return
     this.state = InstanceState.RUNNING
-    for (const wake of this.readyWaiters.splice(0)) wake()
+    this.settleWaiters()
   }
 
   /**
@@ -249,6 +267,7 @@ export class InstanceHost {
     const policy = restart?.policy ?? RestartPolicy.RESTART_POLICY_UNSPECIFIED
     if (policy === RestartPolicy.NEVER) {
       this.state = InstanceState.FAILED
+      this.settleWaiters(this.failedError())
       return
     }
     const now = Date.now()
@@ -257,6 +276,7 @@ export class InstanceHost {
     if (restart !== undefined && restart.maxRestarts > 0 && this.restartTimes.length >= restart.maxRestarts) {
       log(this.name, 'error', `not restarted: ${restart.maxRestarts} restarts within ${windowMs / 1000} s`)
       this.state = InstanceState.FAILED
+      this.settleWaiters(this.failedError())
       return
     }
     const delay = restartDelay({ backoffInitialMs: restart?.backoffInitialMs ?? 0, backoffMaxMs: restart?.backoffMaxMs ?? 0 }, this.restartTimes.length)
@@ -297,6 +317,7 @@ export class InstanceHost {
     }
     await this.detached
     this.state = InstanceState.STOPPED
+    this.settleWaiters(new FlowstackError('RUNTIME_STOPPED', `instance ${this.name} was stopped before it ran`))
     await this.pool.destroy()
   }
 }

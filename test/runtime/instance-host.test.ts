@@ -114,4 +114,32 @@ describe('InstanceHost and the data path', () => {
     expect(logs).toContain('web warn released 3 flow(s)')
     expect(logs.some((l) => l === 'web error stopped: channel corrupt: index-out-of-range on tx (buffer 9999)')).toBe(true)
   }, 20000)
+
+  it('rejects whenRunning with RUNTIME_INSTANCE_FAILED when an app fails with no restart left, and with RUNTIME_STOPPED when stopped first', async () => {
+    const config = parseConfigJson({
+      ports: [{ name: 'p0', memory: { wire: 'ih', ipOnly: true } }],
+      instances: [{ name: 'web', app: web, port: 'p0', addresses: ['198.51.100.2/24'], restart: { policy: 'NEVER' }, settings: { httpPort: 70000 } }],
+    }).config
+    const logs: string[] = []
+    host = new InstanceHost({
+      index: 0,
+      config: config.instances[0],
+      appPath: web,
+      portInfo: { name: 'web', kind: 'memory', linkType: 'ip', mtu: 1500, offloads: { vnetHdr: false, tso4: false, tso6: false, checksum: false }, queues: 1 },
+      dataPath: new RecordingDataPath(),
+      log: (source, level, message) => logs.push(`${source} ${level} ${message}`),
+      reportIntervalMs: 50,
+    })
+    const waiting = host.whenRunning()
+    host.start()
+    await expect(waiting).rejects.toMatchObject({ code: 'RUNTIME_INSTANCE_FAILED' })
+    expect(host.state).toBe(InstanceState.FAILED)
+    // Asked again afterwards: the same answer at once.
+    await expect(host.whenRunning()).rejects.toMatchObject({ code: 'RUNTIME_INSTANCE_FAILED', message: expect.stringMatching(/^instance web failed/) })
+
+    const stopped = makeHost(new RecordingDataPath(), [])
+    const early = stopped.whenRunning()
+    await stopped.stop()
+    await expect(early).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
+  }, 20000)
 })
