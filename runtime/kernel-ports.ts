@@ -21,21 +21,35 @@ const HELPER = `
 const net = require('node:net')
 const held = new Map()
 const out = (line) => process.stdout.write(line + '\\n')
-require('node:readline').createInterface({ input: process.stdin }).on('line', (line) => {
+// One request at a time, in order: a release right after its reserve must
+// find the socket bound, and answers must come in the order of the requests.
+const handle = (line) => new Promise((done) => {
   const [op, address, port] = line.split(' ')
   const key = address + ' ' + port
   if (op === 'release') {
     held.get(key)?.close()
     held.delete(key)
-    return out('ok')
+    out('ok')
+    return done()
   }
-  if (held.has(key)) return out('ok')
+  if (held.has(key)) {
+    out('ok')
+    return done()
+  }
   const server = net.createServer((socket) => socket.resetAndDestroy())
-  server.once('error', (err) => out(err.code || 'EINVAL'))
+  server.once('error', (err) => {
+    out(err.code || 'EINVAL')
+    done()
+  })
   server.listen({ host: address, port: Number(port), exclusive: true, backlog: 1 }, () => {
     held.set(key, server)
     out('ok')
+    done()
   })
+})
+let queue = Promise.resolve()
+require('node:readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  queue = queue.then(() => handle(line))
 })
 process.stdin.on('end', () => process.exit(0))
 out('ready ' + process.pid)

@@ -53,5 +53,12 @@ describe('kernel listeners from /proc', () => {
     expect(kernelListens(ports.procNet, 4, '127.0.0.1', freePort)).toBe(true)
     expect(await ports.release('127.0.0.1', freePort)).toBe('ok')
     expect(kernelListens(ports.procNet, 4, '127.0.0.1', freePort)).toBe(false)
+    // A release sent right behind its reserve (a listener opened and closed at once):
+    // answered in order, and the port is not left reserved.
+    const busy = ports.reserve('127.0.0.1', port) // refused: answers come back in request order
+    const reserved = ports.reserve('127.0.0.1', freePort)
+    const released = ports.release('127.0.0.1', freePort)
+    expect(await Promise.all([busy, reserved, released])).toEqual(['EADDRINUSE', 'ok', 'ok'])
+    expect(kernelListens(ports.procNet, 4, '127.0.0.1', freePort)).toBe(false)
   })
 })
