@@ -89,6 +89,7 @@ export function classifierFromConfig(config: Config, options: Partial<Classifier
     instances: config.instances.map((instance) => instance.name),
     rules: compileRules(config, names),
     maxFlows: settings?.maxFlows || undefined,
+    instanceMaxFlows: config.instances.map((instance) => instance.limits?.maxFlows ?? 0),
     fragmentHoldPackets: settings?.fragmentHoldPackets || undefined,
     fragmentHoldMs: settings?.fragmentHoldMs || undefined,
     ...options,

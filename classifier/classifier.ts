@@ -127,6 +127,8 @@ export interface ClassifierOptions {
   rules: RuleSet
   /** Flow table capacity (registered plus cached flows). Default 262144. */
   maxFlows?: number
+  /** Per instance: flows it may hold (config `limits.maxFlows`); 0 or absent = no limit but the table's. */
+  instanceMaxFlows?: readonly number[]
   /** Later fragments held while their first fragment has not arrived. Default 64. */
   fragmentHoldPackets?: number
   /** How long a held fragment, or a first fragment's decision, stays. Default 5000 ms. */
@@ -205,6 +207,10 @@ export class Classifier {
   readonly reasonCounts = new Float64Array(REASON_NAMES.length)
   /** Decisions by owner: index 0 kernel, 1 drop, 2 wire (hairpin), 3 + i instance i. */
   readonly ownerCounts: Float64Array
+  /** Per instance: registrations refused because it held its limit of flows. */
+  readonly flowLimitRefusals: Float64Array
+  private readonly heldFlows: Int32Array
+  private readonly instanceFlowLimit: Int32Array
   /** Set only during classifyHairpin: unclaimed means OWNER_WIRE, not the port's default. */
   private hairpin = false
   readonly spoofCounts = new Float64Array(SPOOF_REASON_NAMES.length)
@@ -255,6 +261,9 @@ export class Classifier {
     this.instanceAddresses = options.instances.map(() => [])
     this.instancePort = new Int32Array(options.instances.length).fill(-1)
     this.ownerCounts = new Float64Array(3 + options.instances.length)
+    this.flowLimitRefusals = new Float64Array(options.instances.length)
+    this.heldFlows = new Int32Array(options.instances.length)
+    this.instanceFlowLimit = Int32Array.from(options.instances, (_, i) => options.instanceMaxFlows?.[i] ?? 0)
 
     const hold = options.fragmentHoldPackets ?? 64
     const datagramCapacity = 1024
@@ -337,15 +346,44 @@ export class Classifier {
    */
   registerFlow(fields: FlowKeyFields, instance: number, expiresWhenIdle = false): boolean {
     writeKey(fields, this.scratch)
+    const limit = this.instanceFlowLimit[instance]
+    if (limit > 0 && this.heldFlows[instance] >= limit) {
+      // At its limit, an instance keeps what it holds (a decision of ours
+      // for this very flow becomes its registration) but gets nothing new.
+      const slot = this.flows.find(this.scratch, 0)
+      if (slot < 0 || this.signedSlots[slot * FLOW_SLOT_WORDS + FS_OWNER] !== instance) {
+        this.flowLimitRefusals[instance]++
+        return false
+      }
+    }
     return this.insertFlow(this.scratch, instance, -1, expiresWhenIdle ? FLOW_DATAGRAM : FLOW_REGISTERED) >= 0
+  }
+
+  /** Whether the instance holds as many flows as its limit allows (a refused registration is why). */
+  atFlowLimit(instance: number): boolean {
+    const limit = this.instanceFlowLimit[instance]
+    return limit > 0 && this.heldFlows[instance] >= limit
+  }
+
+  /** Flows instance i holds (registered, or decided for it), kept as flows come and go. */
+  flowsHeldBy(instance: number): number {
+    return this.heldFlows[instance]
   }
 
   releaseFlow(fields: FlowKeyFields): boolean {
     writeKey(fields, this.scratch)
-    const record = this.flows.delete(this.scratch, 0)
-    if (record < 0) return false
-    this.freeRecords[this.freeCount++] = record
+    if (!this.deleteFlow(this.scratch)) return false
     this.flowRemovals++
+    return true
+  }
+
+  /** Removes one flow: its record back on the free list, its owner's count down. */
+  private deleteFlow(key: Uint32Array): boolean {
+    const slot = this.flows.find(key, 0)
+    if (slot < 0) return false
+    const owner = this.signedSlots[slot * FLOW_SLOT_WORDS + FS_OWNER]
+    this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    if (owner >= 0) this.heldFlows[owner]--
     return true
   }
 
@@ -366,7 +404,7 @@ export class Classifier {
     this.flows.forEach((_, base) => {
       if (this.signedSlots[base + FS_OWNER] === instance) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
     })
-    for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    for (const key of doomed) this.deleteFlow(key)
     this.flowRemovals++
     const listeners: Uint32Array[] = []
     this.listeners.forEach((keys, off, owner) => {
@@ -390,7 +428,7 @@ export class Classifier {
       const age = (nowTick - this.slots[base + FS_LAST_SEEN]) >>> 0
       if (this.flowKind[this.slots[base + FS_RECORD] - 1] !== FLOW_REGISTERED && age > idleMs) doomed.push(this.slots.slice(base + FS_KEY, base + FS_KEY + KEY_WORDS))
     })
-    for (const key of doomed) this.freeRecords[this.freeCount++] = this.flows.delete(key, 0)
+    for (const key of doomed) this.deleteFlow(key)
     this.flowRemovals++
     return doomed.length
   }
@@ -436,7 +474,15 @@ export class Classifier {
       }
       this.packetsCarry[record] = 0
       this.bytesCarry[record] = 0
-    } else record = this.flows.record(slot)
+      if (owner >= 0) this.heldFlows[owner]++
+    } else {
+      record = this.flows.record(slot)
+      const previous = this.signedSlots[slot * FLOW_SLOT_WORDS + FS_OWNER]
+      if (previous !== owner) {
+        if (previous >= 0) this.heldFlows[previous]--
+        if (owner >= 0) this.heldFlows[owner]++
+      }
+    }
     const base = slot * FLOW_SLOT_WORDS
     this.signedSlots[base + FS_OWNER] = owner
     this.signedSlots[base + FS_RULE] = rule

@@ -46,7 +46,7 @@ const TCP_SYN = 0x02
 const TCP_RST = 0x04
 const TCP_ACK = 0x10
 
-export const SWITCH_DROP_NAMES = ['spoofed', 'instance-down', 'pool-empty', 'ring-full', 'no-kernel', 'offload', 'oversize'] as const
+export const SWITCH_DROP_NAMES = ['spoofed', 'instance-down', 'pool-empty', 'ring-full', 'no-kernel', 'offload', 'oversize', 'flow-limit'] as const
 export const enum SwitchDrop {
   Spoofed = 0,
   InstanceDown = 1,
@@ -55,6 +55,8 @@ export const enum SwitchDrop {
   NoKernel = 4,
   Offload = 5,
   Oversize = 6,
+  /** An instance's new flow refused: it holds its `limits.maxFlows`. */
+  FlowLimit = 7,
 }
 
 /** Per port or instance: rx/tx packets and bytes as seen by the switch. */
@@ -551,8 +553,14 @@ export class Switch {
     const l3 = this.l3Offsets[portIndex]
     const tcpFlags = l3 === 0 || isIpFrame(buf) ? tcpFlagsOf(buf, length, l3) : -1
     if (tcpFlags >= 0 && (tcpFlags & TCP_SYN) !== 0 && (tcpFlags & TCP_RST) === 0) this.learnFlow(i, buf, length)
+    const spoofCounts = this.classifier.spoofCounts
+    const flowRefusals = spoofCounts[SpoofReason.Flow]
     if (!this.classifier.checkOutbound(buf, 0, length, link, i) && !this.learnDatagramFlow(i, buf, length)) {
-      this.drops[SwitchDrop.Spoofed]++
+      if (spoofCounts[SpoofReason.Flow] > flowRefusals && this.classifier.atFlowLimit(i)) {
+        // Its own address, a flow it could not register: its limit, not spoofing.
+        spoofCounts[SpoofReason.Flow] = flowRefusals
+        this.drops[SwitchDrop.FlowLimit]++
+      } else this.drops[SwitchDrop.Spoofed]++
       end.release(index)
       return
     }

@@ -307,6 +307,11 @@ describe('classifier vs linear-scan reference', () => {
         expect(flows(withAddon)).toEqual(flows(tsOnly))
         expect(Array.from(withAddon.reasonCounts)).toEqual(Array.from(tsOnly.reasonCounts))
         expect(Array.from(withAddon.ownerCounts)).toEqual(Array.from(tsOnly.ownerCounts))
+        // The per-instance held counts (limits.maxFlows) follow every insert, owner change and removal.
+        for (const c of [withAddon, tsOnly]) {
+          const counted = c.countFlowsByInstance()
+          expect(counted.map((_, i) => c.flowsHeldBy(i))).toEqual(counted)
+        }
       }),
       { numRuns: 100, seed: 1123 },
     )

@@ -43,8 +43,8 @@ function drain(end: ChannelEnd): Uint8Array[] {
   return out
 }
 
-function setup(clock: { t: number } = { t: 0 }) {
-  const classifier = classifierFromConfig(config, { now: () => clock.t })
+function setup(clock: { t: number } = { t: 0 }, instanceMaxFlows?: number[]) {
+  const classifier = classifierFromConfig(config, { now: () => clock.t, ...(instanceMaxFlows !== undefined ? { instanceMaxFlows } : {}) })
   const portSab = createChannel({ bufferCount: 64, ringCapacity: 64 })
   const wire = attachChannel(portSab, 'a') // the device side: what the wire delivers and receives
   const sw = new Switch(classifier, [{ name: 'p0', end: attachChannel(portSab, 'b'), link: 'ip', vnetHdr: false }], [
@@ -187,6 +187,40 @@ describe('Switch', () => {
     expect(drain(wire)).toHaveLength(0)
     expect([...classifier.spoofCounts]).toEqual([1, 0, 0, 0])
     expect(sw.drops[SwitchDrop.Spoofed]).toBe(1)
+  })
+
+  it("holds an instance to its limits.maxFlows: new flows past it are refused and counted, the others' untouched", () => {
+    const { sw, wire, web, client, classifier } = setup({ t: 0 }, [0, 2])
+    const connect = (port: number) => send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '192.0.2.50', srcPort: port, dstPort: 443 }, TCP_FLAGS.SYN))
+    connect(50001)
+    connect(50002)
+    connect(50003)
+    sw.pass()
+    expect(drain(wire)).toHaveLength(2)
+    expect(sw.drops[SwitchDrop.FlowLimit]).toBe(1)
+    expect(sw.drops[SwitchDrop.Spoofed]).toBe(0)
+    expect([...classifier.spoofCounts]).toEqual([0, 0, 0, 0])
+    expect(classifier.flowLimitRefusals[1]).toBe(1)
+    expect(classifier.flowsHeldBy(1)).toBe(2)
+    // The held flows keep working.
+    send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '192.0.2.50', srcPort: 50001, dstPort: 443 }, TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(1)
+    // web (no limit) is not affected: a peer's connection to it is accepted and answered.
+    send(wire, tcp({ ipVersion: 4, src: '192.0.2.9', dst: '198.51.100.2', srcPort: 40000, dstPort: 80 }, TCP_FLAGS.SYN))
+    sw.pass()
+    expect(drain(web)).toHaveLength(1)
+    send(web, tcp({ ipVersion: 4, src: '198.51.100.2', dst: '192.0.2.9', srcPort: 80, dstPort: 40000 }, TCP_FLAGS.SYN | TCP_FLAGS.ACK))
+    sw.pass()
+    expect(drain(wire)).toHaveLength(1)
+    // One flow released: room for the next connect.
+    expect(sw.reconcile(1, [{ ipVersion: 4, localAddress: '198.51.100.3', localPort: 50001, remoteAddress: '192.0.2.50', remotePort: 443 }], -1)).toBe(1)
+    expect(classifier.flowsHeldBy(1)).toBe(1)
+    connect(50004)
+    sw.pass()
+    expect(drain(wire)).toHaveLength(1)
+    expect(sw.drops[SwitchDrop.FlowLimit]).toBe(1)
+    expect(classifier.flowsHeldBy(1)).toBe(2)
   })
 
   it('sends what no instance claims to the port, drops what a drop rule names, and releases an instance', () => {
