@@ -138,8 +138,8 @@ describe('InstanceHost and the data path', () => {
     await expect(host.whenRunning()).rejects.toMatchObject({ code: 'RUNTIME_INSTANCE_FAILED', message: expect.stringMatching(/^instance web failed/) })
 
     const stopped = makeHost(new RecordingDataPath(), [])
-    const early = stopped.whenRunning()
+    const early = expect(stopped.whenRunning()).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
     await stopped.stop()
-    await expect(early).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
+    await early
   }, 20000)
 })
