@@ -798,7 +798,7 @@ export type Limits = Message<"flowstack.v1.Limits"> & {
   maxFlows: number;
 
   /**
-   * Packet buffers in the instance channel's pool; 0 = 4096.
+   * Packet buffers in the instance channel's pool; 0 = 1024.
    *
    * @generated from field: uint32 buffer_count = 6;
    */
