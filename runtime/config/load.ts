@@ -9,6 +9,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { FlowstackError } from '../../common/errors.js'
 import { parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../../classifier/key.js'
 import {
+  CongestionControl,
   ConfigSchema,
   IpVersion,
   Protocol,
@@ -250,6 +251,16 @@ function checkSemantics(config: Config, ctx: SemanticContext, problems: ConfigPr
     const tcp = instance.tcp
     if (tcp !== undefined) {
       if (tcp.mss !== 0 && (tcp.mss < 88 || tcp.mss > 65495)) add(`${path}.tcp.mss`, `${tcp.mss} is not an MSS (88-65495)`)
+      // The same bounds the stack's TCP applies (stacks/core/tcp/config.ts), so a config that passes check starts.
+      if (tcp.initialWindow > 1000) add(`${path}.tcp.initialWindow`, `${tcp.initialWindow} segments is more than 1000`)
+      if (tcp.congestionControl === CongestionControl.CUBIC) add(`${path}.tcp.congestionControl`, 'CUBIC is not implemented yet (NEWRENO is)')
+      for (const [field, value] of [['receiveBuffer', tcp.receiveBuffer], ['sendBuffer', tcp.sendBuffer]] as const) {
+        if (value !== 0 && (value < 1024 || value > 2 ** 30)) add(`${path}.tcp.${field}`, `${value} bytes is not a buffer size (1024 to 1073741824)`)
+      }
+      if (tcp.synRetries > 100) add(`${path}.tcp.synRetries`, `${tcp.synRetries} is more than 100`)
+      if (tcp.maxRetransmits > 100) add(`${path}.tcp.maxRetransmits`, `${tcp.maxRetransmits} is more than 100`)
+      if (tcp.keepaliveSeconds > 2_147_483) add(`${path}.tcp.keepaliveSeconds`, `${tcp.keepaliveSeconds} is more than 2147483 (24 days)`)
+      if (tcp.timeWaitMs > 1_200_000) add(`${path}.tcp.timeWaitMs`, `${tcp.timeWaitMs} is more than 1200000 (2 MSL of 10 minutes)`)
       if (tcp.ephemeralPorts !== undefined) checkPortRange(tcp.ephemeralPorts, `${path}.tcp.ephemeralPorts`, add)
     }
     const restart = instance.restart

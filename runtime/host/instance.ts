@@ -66,7 +66,8 @@ function resourceLimits(config: Instance): ResourceLimits {
   return limits
 }
 
-function tcpOptions(config: Instance): StackTcpOptions {
+/** The instance's TcpSettings as the stack's TCP options (plain data: it crosses to the worker). */
+export function tcpOptions(config: Instance): StackTcpOptions {
   const t = config.tcp
   const out: StackTcpOptions = {}
   if (t === undefined) return out
@@ -77,6 +78,13 @@ function tcpOptions(config: Instance): StackTcpOptions {
   if (t.windowScaling !== undefined) out.windowScaling = t.windowScaling
   if (t.synRetries > 0) out.synRetries = t.synRetries
   if (t.maxRetransmits > 0) out.maxRetransmits = t.maxRetransmits
+  if (t.mss > 0) out.mss = t.mss
+  if (t.initialWindow > 0) out.initialWindow = t.initialWindow
+  if (t.noDelay) out.noDelay = true
+  // A default keep-alive for every connection: first probe after this idle time.
+  if (t.keepaliveSeconds > 0) out.keepAlive = { enabled: true, idleMs: t.keepaliveSeconds * 1000 }
+  // TIME-WAIT lasts 2 MSL (RFC 9293 3.4.2).
+  if (t.timeWaitMs > 0) out.mslMs = Math.max(1, t.timeWaitMs / 2)
   if (t.ephemeralPorts !== undefined) {
     if (t.ephemeralPorts.from !== undefined) out.ephemeralPortMin = t.ephemeralPorts.from
     if (t.ephemeralPorts.to !== undefined) out.ephemeralPortMax = t.ephemeralPorts.to

@@ -7,6 +7,7 @@ import { ConfigError, formatProblem, loadConfig, loadDemoConfig, parseConfigJson
 import { ConfigSchema, Protocol } from '../../proto/gen/flowstack_pb.js'
 import { classifierFromConfig, Direction, LinkKind, REASON_NAMES } from '../../classifier/index.js'
 import { buildPacket } from '../classifier/packets.js'
+import { tcpOptions } from '../../runtime/host/instance.js'
 
 const fixtures = new URL('../fixtures/config/', import.meta.url).pathname
 const scratch = mkdtempSync(join(tmpdir(), 'fs-config-'))
@@ -130,6 +131,32 @@ describe('config loading', () => {
     const future = problems(config, { now: () => new Date('2099-01-01T00:00:00Z') })
     expect(future).toHaveLength(1)
     expect(future[0]).toMatch(/^instances\[0\]\.tls\.certificate\.certFile: certificate expired on \d{4}-/)
+  })
+
+  it('checks TCP settings against the bounds the stack applies, and maps them to its options', () => {
+    const config = base()
+    config.instances[0].tcp = { mss: 60, initialWindow: 5000, congestionControl: 'CUBIC', receiveBuffer: 100, synRetries: 500, timeWaitMs: 5_000_000 }
+    expect(problems(config)).toEqual([
+      'instances[0].tcp.mss: 60 is not an MSS (88-65495)',
+      'instances[0].tcp.initialWindow: 5000 segments is more than 1000',
+      'instances[0].tcp.congestionControl: CUBIC is not implemented yet (NEWRENO is)',
+      'instances[0].tcp.receiveBuffer: 100 bytes is not a buffer size (1024 to 1073741824)',
+      'instances[0].tcp.synRetries: 500 is more than 100',
+      'instances[0].tcp.timeWaitMs: 5000000 is more than 1200000 (2 MSL of 10 minutes)',
+    ])
+    config.instances[0].tcp = { mss: 1200, initialWindow: 4, noDelay: true, keepaliveSeconds: 30, timeWaitMs: 2000, receiveBuffer: 65536, sack: false, ephemeralPorts: { from: 50000, to: 50100 } }
+    const instance = parseConfigJson(config, { baseDir: fixtures }).config.instances[0]
+    expect(tcpOptions(instance)).toEqual({
+      receiveBufferSize: 65536,
+      sack: false,
+      mss: 1200,
+      initialWindow: 4,
+      noDelay: true,
+      keepAlive: { enabled: true, idleMs: 30_000 },
+      mslMs: 1000,
+      ephemeralPortMin: 50000,
+      ephemeralPortMax: 50100,
+    })
   })
 
   it('reports JSON syntax errors with line and column', () => {

@@ -1,4 +1,4 @@
-import { newReno } from './congestion/newreno.js'
+import { NewReno, newReno } from './congestion/newreno.js'
 import type { CongestionControlFactory } from './congestion/types.js'
 import type { KeepAliveOptions, TcpConfig, TcpOutput } from './types.js'
 import { TcpError } from './types.js'
@@ -25,6 +25,9 @@ export interface ResolvedTcpConfig {
   timestamps: boolean
   sack: boolean
   congestionControl: CongestionControlFactory
+  /** 0 = from the path MTU. */
+  mss: number
+  noDelay: boolean
   ephemeralPortMin: number
   ephemeralPortMax: number
   maxReorderRanges: number
@@ -41,6 +44,11 @@ export function resolveKeepAlive(base: KeepAliveOptions, o: Partial<KeepAliveOpt
   positive('keepAlive.intervalMs', k.intervalMs, 1, 2 ** 31)
   positive('keepAlive.count', k.count, 1, 1000)
   return k
+}
+
+/** NewReno with RFC 6928's initial window, or with `initialWindow` segments. */
+function congestionDefault(initialWindow: number): CongestionControlFactory {
+  return initialWindow === 0 ? newReno : () => new NewReno(initialWindow)
 }
 
 export function resolveConfig(c: TcpConfig): ResolvedTcpConfig {
@@ -68,7 +76,10 @@ export function resolveConfig(c: TcpConfig): ResolvedTcpConfig {
     windowScaling: c.windowScaling ?? true,
     timestamps: c.timestamps ?? true,
     sack: c.sack ?? true,
-    congestionControl: c.congestionControl ?? newReno,
+    congestionControl: c.congestionControl ?? congestionDefault(positive('initialWindow', c.initialWindow ?? 0, 0, 1000)),
+    // The config loader's bounds (flowstack.proto TcpSettings.mss).
+    mss: c.mss === undefined || c.mss === 0 ? 0 : positive('mss', c.mss, 88, 65495),
+    noDelay: c.noDelay ?? false,
     ephemeralPortMin: positive('ephemeralPortMin', c.ephemeralPortMin ?? 49152, 1, 65535),
     ephemeralPortMax: positive('ephemeralPortMax', c.ephemeralPortMax ?? 65535, c.ephemeralPortMin ?? 49152, 65535),
     maxReorderRanges: positive('maxReorderRanges', c.maxReorderRanges ?? 32, 1, 1024),

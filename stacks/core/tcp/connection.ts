@@ -277,6 +277,9 @@ export class TcpConnection {
     this.pmtu = host.output.pathMtu(local, remote)
     // RFC 6691 / 9293 3.7.1: announce MTU minus the fixed IP and TCP headers.
     this.advertisedMss = Math.max(536, Math.min(65495, this.pmtu - ipHeaderLength(local) - 20))
+    // An operator's MSS (TCP_MAXSEG) caps what we announce, below the path's if it asks.
+    if (cfg.mss > 0) this.advertisedMss = Math.min(this.advertisedMss, cfg.mss)
+    this.noDelay = cfg.noDelay
     // RFC 7323 §2.3: the smallest shift that lets the whole buffer be advertised.
     let shift = 0
     while (shift < MAX_WINDOW_SHIFT && cfg.receiveBufferSize >> shift > 65535) shift++
@@ -384,7 +387,8 @@ export class TcpConnection {
     // RFC 6691: "the TCP sender should reduce the data length by the length of TCP options".
     const options = this.tsEnabled ? 12 : 0
     const old = this.sndMss
-    this.sndMss = Math.max(64, Math.min(this.peerMss, fromPath) - options)
+    const cap = this.host.cfg.mss > 0 ? this.host.cfg.mss : fromPath
+    this.sndMss = Math.max(64, Math.min(this.peerMss, fromPath, cap) - options)
     if (this.state >= TcpState.Established && old !== this.sndMss) this.cc.onMssChange(old, this.sndMss)
   }
 

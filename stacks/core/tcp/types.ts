@@ -115,6 +115,12 @@ export interface TcpConfig {
   timestamps?: boolean
   sack?: boolean
   congestionControl?: CongestionControlFactory
+  /** Initial congestion window in segments for the default NewReno; 0 or absent = RFC 6928 (10, bounded by 14 600 bytes). */
+  initialWindow?: number
+  /** Caps the MSS we announce and the segments we send, like TCP_MAXSEG; 0 or absent = from the path MTU. */
+  mss?: number
+  /** setNoDelay's value for new connections (accepted and connected). Default false: Nagle on. */
+  noDelay?: boolean
   ephemeralPortMin?: number
   ephemeralPortMax?: number
   /** Out-of-order ranges held per connection. Default 32. */

@@ -308,3 +308,40 @@ describe('sending data', () => {
     expect(resent[0].seq).toBe(peer.conn.iss + 1)
   })
 })
+
+describe('operator tunables (TcpSettings: mss, initial_window, no_delay)', () => {
+  it('mss caps the MSS option we announce and the segments we send, below the peer\'s', () => {
+    const h = new Harness({ mss: 1000 })
+    h.layer.connect({ local: h.local, remote: h.remote, remotePort: h.remotePort, localPort: h.localPort })
+    expect(h.one().options.mss).toBe(1000)
+    const h2 = new Harness({ mss: 1000 })
+    const peer = establish(h2, { mss: 1460, window: 65535 })
+    peer.conn.send(bytes(3000))
+    const sizes = h2.take().map((s) => s.payload.length)
+    expect(sizes).toEqual([1000, 1000, 1000])
+  })
+
+  it('initialWindow sets the first flight in segments (RFC 6928\'s 10 otherwise)', () => {
+    const flight = (config: { initialWindow?: number }): number => {
+      const h = new Harness(config)
+      const peer = establish(h, { mss: 1000, window: 65535 })
+      peer.conn.send(bytes(30_000))
+      return h.take().length
+    }
+    expect(flight({})).toBe(10)
+    expect(flight({ initialWindow: 4 })).toBe(4)
+    expect(flight({ initialWindow: 20 })).toBe(20)
+  })
+
+  it('noDelay is the default of new connections: a second small write does not wait for the first ACK', () => {
+    const sent = (noDelay: boolean): number => {
+      const h = new Harness({ noDelay })
+      const peer = establish(h)
+      peer.conn.send(bytes(100))
+      peer.conn.send(bytes(100, 100))
+      return h.take().length
+    }
+    expect(sent(false)).toBe(1) // Nagle: the second waits for the first's ACK
+    expect(sent(true)).toBe(2)
+  })
+})

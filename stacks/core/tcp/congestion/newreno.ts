@@ -11,9 +11,12 @@ export class NewReno implements CongestionControl {
   /** Bytes acknowledged since cwnd last grew in congestion avoidance. */
   private bytesAcked = 0
 
+  /** `initialWindow`: segments, set by the operator (TcpSettings.initial_window); 0 = RFC 6928. */
+  constructor(private readonly initialWindow = 0) {}
+
   init(mss: number): void {
-    // RFC 6928 §2: "IW = min (10*MSS, max (2*MSS, 14600))".
-    this.cwnd = Math.min(10 * mss, Math.max(2 * mss, 14600))
+    // RFC 6928 §2: "IW = min (10*MSS, max (2*MSS, 14600))", unless the operator chose a window.
+    this.cwnd = this.initialWindow > 0 ? this.initialWindow * mss : Math.min(10 * mss, Math.max(2 * mss, 14600))
     // RFC 5681 §3.1: "The initial value of ssthresh SHOULD be set arbitrarily high".
     this.ssthresh = 0x7fffffff
     this.bytesAcked = 0
