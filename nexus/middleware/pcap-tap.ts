@@ -35,6 +35,13 @@ export interface TapCounters {
   /** Packets larger than the destination's buffers (recorded, not delivered). */
   oversize: number
   ringFull: number
+  /** Why recording stopped (the sink failed: disk full, closed stream); packets still flow. */
+  writeError?: string
+}
+
+/** Shared by a tap's directions: one writer, so one failure stops recording for all. */
+interface TapRecording {
+  error: Error | undefined
 }
 
 export interface TappedPort extends NexusPort {
@@ -62,6 +69,7 @@ class TapDirection {
     private readonly interfaceId: number,
     private readonly direction: PacketDirection,
     batch: number,
+    private readonly recording: TapRecording,
   ) {
     this.stash = new Int32Array(batch)
     this.done = runPumpLoop(() => this.step(), source.end, destination.end, () => this.stopped)
@@ -84,9 +92,16 @@ class TapDirection {
   private readonly visit = (index: number, length: number, flags: number, aux: number): void => {
     const src = this.source.end
     const skip = (flags & DESC_VNET_HDR) !== 0 ? VIRTIO_NET_HDR_BYTES : 0
-    wallClock(this.now)
-    this.writer.writePacketBytes(this.interfaceId, src.buffer(index), skip, length - skip, this.now[0], this.now[1], this.direction)
-    this.recorded++
+    if (this.recording.error === undefined) {
+      // A sink that fails (disk full) stops the recording, never the traffic.
+      try {
+        wallClock(this.now)
+        this.writer.writePacketBytes(this.interfaceId, src.buffer(index), skip, length - skip, this.now[0], this.now[1], this.direction)
+        this.recorded++
+      } catch (err) {
+        this.recording.error = err instanceof Error ? err : new Error(String(err))
+      }
+    }
     const dst = this.destination.end
     if (length > dst.bufferSize) {
       this.oversize++
@@ -131,6 +146,7 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
   const linkType = port.info.linkType === 'ethernet' ? LINKTYPE_ETHERNET : LINKTYPE_RAW
 
   const wrapped = openWrapperQueues(port)
+  const recording: TapRecording = { error: undefined }
   const rx: TapDirection[] = []
   const tx: TapDirection[] = []
   wrapped.forEach(({ innerCopy, deviceCopy }, q) => {
@@ -139,8 +155,8 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
       name: port.queues.length === 1 ? port.info.name : `${port.info.name}/${q}`,
       snaplen: options.snaplen,
     })
-    rx.push(new TapDirection(innerCopy, deviceCopy, writer, interfaceId, 'inbound', batch))
-    tx.push(new TapDirection(deviceCopy, innerCopy, writer, interfaceId, 'outbound', batch))
+    rx.push(new TapDirection(innerCopy, deviceCopy, writer, interfaceId, 'inbound', batch, recording))
+    tx.push(new TapDirection(deviceCopy, innerCopy, writer, interfaceId, 'outbound', batch, recording))
   })
 
   const info: PortInfo = { ...port.info, name: `${port.info.name}+tap` }
@@ -159,6 +175,7 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
       return queues
     },
     counters(): PortCounters {
+      if (closed) throw new FlowstackError('PORT_CLOSED', `port ${info.name} is closed`)
       const perQueue = rx.map((r, q) => ({
         rxPackets: r.delivered,
         rxBytes: r.deliveredBytes,
@@ -185,7 +202,7 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
         oversize += d.oversize
         ringFull += d.ringFull
       }
-      return { recordedInbound, recordedOutbound, oversize, ringFull }
+      return { recordedInbound, recordedOutbound, oversize, ringFull, ...(recording.error !== undefined ? { writeError: recording.error.message } : {}) }
     },
     poolReport: () => finalPool ?? pool(),
     close(): Promise<void> {
@@ -198,8 +215,11 @@ export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
           device.close()
         }
         closed = true
-        await writer.close()
+        let failure = recording.error
+        await writer.close().catch((err: unknown) => (failure ??= err instanceof Error ? err : new Error(String(err))))
         await port.close()
+        // Every buffer is home and the wrapped port closed: now say the capture failed.
+        if (failure !== undefined) throw new FlowstackError('PCAP_WRITE_FAILED', `capture of ${info.name} failed: ${failure.message}`)
       })()
       return closing
     },

@@ -738,9 +738,16 @@ abstract class StagedWriter {
 
   async close(): Promise<void> {
     if (this.closed) return
-    this.flush()
     this.closed = true
+    // The sink is closed (its descriptor released) even when the last flush fails (disk full).
+    let failure: unknown
+    try {
+      this.flush()
+    } catch (err) {
+      failure = err
+    }
     await this.sink.close()
+    if (failure !== undefined) throw failure
   }
 }
 

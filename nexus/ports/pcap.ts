@@ -166,7 +166,8 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
           }
         }
         let index = device.alloc()
-        while (index < 0 && !stopping) {
+        // A user that closed its end gives nothing back: stop rather than spin on its doorbell.
+        while (index < 0 && !stopping && !device.peerClosed) {
           // Out of buffers: publish what we have and wait for the user to give some back.
           device.flush()
           inBatch = 0
@@ -204,18 +205,25 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
   const recordPacket = (index: number, length: number, flags: number): void => {
     counts.txPackets++
     counts.txBytes += length
-    if (writer !== undefined) {
+    if (writer !== undefined && recordError === undefined) {
       // A virtio_net_hdr in front of the frame is metadata, not wire bytes.
       const skip = (flags & DESC_VNET_HDR) !== 0 ? VIRTIO_NET_HDR_BYTES : 0
-      wallClock(now)
-      writer.writePacketBytes(recordInterface, device.buffer(index), skip, length - skip, now[0], now[1], 'outbound')
+      // A sink that fails (disk full) ends the recording; the buffer still goes back, and close() reports it.
+      try {
+        wallClock(now)
+        writer.writePacketBytes(recordInterface, device.buffer(index), skip, length - skip, now[0], now[1], 'outbound')
+      } catch (err) {
+        recordError = err instanceof Error ? err : new Error(String(err))
+      }
     }
     device.release(index)
   }
   const drainTx = (): number => device.receive(device.ringCapacity, recordPacket)
 
+  let recordError: Error | undefined
   const recordLoop = async (): Promise<void> => {
-    while (!stopping) {
+    // A user that closed its end answers every doorbell at once: close() drains what it sent.
+    while (!stopping && !device.peerClosed) {
       await device.waitForWork()
       if (drainTx() > 0) device.flush()
     }
@@ -235,6 +243,7 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
       return queues
     },
     counters(): PortCounters {
+      if (closed) throw new FlowstackError('PORT_CLOSED', `port ${name} is closed`)
       counts.doorbells = device.counters().wakeups
       const copy = (): PortQueueCounters => ({ ...counts, drops: { ...counts.drops } })
       return { ...copy(), queues: [copy()] }
@@ -258,7 +267,9 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
         user.close()
         device.close()
         closed = true
-        if (writer !== undefined) await writer.close()
+        let failure = recordError
+        if (writer !== undefined) await writer.close().catch((err: unknown) => (failure ??= err instanceof Error ? err : new Error(String(err))))
+        if (failure !== undefined) throw new FlowstackError('PCAP_WRITE_FAILED', `recording of port ${name} failed: ${failure.message}`)
       })()
       return closing
     },

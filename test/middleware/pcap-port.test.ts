@@ -122,6 +122,44 @@ describe('pcap port', () => {
     expect(execFileSync('tshark', ['-r', file, '-q', '-z', 'expert'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })).not.toMatch(/Errors|Warns/)
   })
 
+  it('keeps taking packets when its recording fails (disk full), and close reports it with every buffer home', async () => {
+    const port = openPcapPort({ record: '/dev/full', name: 'full0' })
+    const frames = Array.from({ length: 40 }, (_, i) => new Uint8Array(1500).fill(i))
+    // 3 x 40 x 1.5 KB is more than the writer's 64 KiB staging: a write reaches /dev/full.
+    for (let round = 0; round < 3; round++) {
+      sendFrames(port.queues[0], frames)
+      await new Promise((resolve) => setTimeout(resolve, 30))
+    }
+    expect(port.counters().txPackets).toBe(120)
+    await expect(port.close()).rejects.toMatchObject({ code: 'PCAP_WRITE_FAILED', message: expect.stringMatching(/ENOSPC/) })
+    expectPoolWhole(port.poolReport())
+    expect(() => port.counters()).toThrow(expect.objectContaining({ code: 'PORT_CLOSED' }))
+  })
+
+  it('closes when its user closed its end first (no spin on a closed peer)', async () => {
+    const port = openPcapPort({ replay: TRAFFIC, bufferCount: 16, ringCapacity: 16 })
+    port.queues[0].close()
+    // The event loop still runs: a timer fires, then the port closes.
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    await port.close()
+  })
+
+  it('a pcapng tap whose sink fails stops recording, not the traffic; close reports it with every buffer home', async () => {
+    const [near, far] = createMemoryWire()
+    const tap = pcapTap(near, { output: '/dev/full' })
+    const frames = Array.from({ length: 40 }, (_, i) => new Uint8Array(1500).fill(i))
+    let got = 0
+    for (let round = 0; round < 3; round++) {
+      sendFrames(tap.queues[0], frames)
+      got += (await receiveAll(far.queues[0], 40)).length
+    }
+    expect(got).toBe(120)
+    expect(tap.tapCounters().writeError).toMatch(/ENOSPC/)
+    await expect(tap.close()).rejects.toMatchObject({ code: 'PCAP_WRITE_FAILED' })
+    for (const pool of tap.poolReport()) expectPoolWhole({ device: { ...pool.device }, user: pool.user })
+    await far.close()
+  })
+
   it('reports a malformed replay file after replaying what came before the fault', async () => {
     const bytes = readFileSync(join(FIXTURES, 'traffic-tcpdump.pcap')).subarray(0, 3000)
     const port = openPcapPort({ replay: bytes })
