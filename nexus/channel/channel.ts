@@ -471,6 +471,25 @@ export class ChannelEnd {
   }
 
   /**
+   * After the peer closed its side: takes back the buffers this side sent it
+   * that it never received (still on the outgoing packet ring) onto the free
+   * list. A side that closes second calls it before its pool accounting, or
+   * those buffers stay counted as the peer's. Returns how many.
+   */
+  reclaimUnreceived(): number {
+    if (this.closed || !this.peerClosed) return 0
+    let taken = 0
+    this.outRing.takeBackUnconsumed((index) => {
+      // Only our own buffers travel on our outgoing ring; anything else is not ours to take.
+      if (index >= this.bufferCount || this.ownership[index] !== PEER) return
+      this.ownership[index] = OWN_FREE
+      this.freeList[this.freeTop++] = index
+      taken++
+    })
+    return taken
+  }
+
+  /**
    * Resolves when packets are waiting on the incoming ring, the peer closed,
    * the doorbell rang, wake() was called, or after `timeoutMs`. At once if
    * work is pending. May resolve with nothing to do: call receive() and loop.
@@ -675,5 +694,25 @@ export class ChannelEnd {
 
   private assertOpen(): void {
     if (this.closed) throw new FlowstackError('CHANNEL_CLOSED', `side ${this.side} of this channel is closed`)
+  }
+}
+
+/**
+ * Gives every buffer of one channel whose two ends live in this thread back
+ * to its owner's free list: receives and releases what is queued, publishes
+ * returns and reclaims them in turns until nothing moves and no return
+ * backlog is left (a ring smaller than a side's share of the pool needs
+ * several turns), and takes back what an end that closed first never
+ * received. Bounded rounds.
+ */
+export function drainChannelEnds(user: ChannelEnd, device: ChannelEnd): void {
+  for (let round = 0; round < 1024; round++) {
+    let moved = 0
+    for (const end of [user, device]) {
+      moved += end.receive(end.ringCapacity, (i) => end.release(i))
+      end.flush()
+    }
+    moved += device.reclaim() + user.reclaim() + device.reclaimUnreceived() + user.reclaimUnreceived()
+    if (moved === 0 && device.returnBacklog() === 0 && user.returnBacklog() === 0) break
   }
 }

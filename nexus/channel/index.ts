@@ -15,6 +15,7 @@
 // A pending wait keeps the thread alive like an open socket; close() ends it.
 // After the peer closes, waits resolve at once: check `peerClosed`.
 export {
+  drainChannelEnds,
   createChannel,
   attachChannel,
   readLayout,

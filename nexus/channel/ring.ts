@@ -203,6 +203,25 @@ export class SpscRing {
     b.localPeer = a
   }
 
+  /**
+   * Producer side, once the consumer closed for good: takes back every
+   * descriptor pushed and never consumed (oldest first) and moves the shared
+   * tail past them. Safe only then: a closed consumer never touches the ring
+   * again, so the producer is its only user. Returns how many (0 if the
+   * shared counters are corrupt).
+   */
+  takeBackUnconsumed(visit: (bufferIndex: number) => void): number {
+    const tail = Atomics.load(this.words, this.tailWord) >>> 0
+    const end = this.producerHead
+    const n = (end - tail) >>> 0
+    if (n > this.capacity) return 0
+    for (let k = 0; k < n; k++) visit(this.words[this.descWord + ((tail + k) & this.mask) * DESCRIPTOR_WORDS + D_BUFFER_INDEX] >>> 0)
+    Atomics.store(this.words, this.headWord, end | 0)
+    Atomics.store(this.words, this.tailWord, end | 0)
+    this.cachedTail = end
+    return n
+  }
+
   // ---------------------------------------------------------------- consumer
 
   /**

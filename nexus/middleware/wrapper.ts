@@ -7,7 +7,7 @@
 //   user <-B- outer -A-> [rx: inner -> (wrapper work) -> outer]
 //                        [tx: outer -> (wrapper work) -> inner]
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
-import { attachChannel, createChannel, type ChannelEnd } from '../channel/index.js'
+import { attachChannel, createChannel, drainChannelEnds, type ChannelEnd } from '../channel/index.js'
 import { copyEndOf, type CopyEnd } from '../ports/memory-copy.js'
 import { sumQueueCounters, type NexusPort, type PortCounters, type PortQueueCounters } from '../ports/port.js'
 
@@ -54,7 +54,7 @@ export async function runPumpLoop(step: () => number, source: ChannelEnd, destin
     burst = 0
     // A peer that closed its side answers every doorbell at once: stop
     // rather than spin. The wrapper's close drains what is left.
-    if (source.peerClosed || (moved < 0 && destination.peerClosed)) break
+    if (source.peerClosed || destination.peerClosed) break
     if (moved < 0) await destination.waitForBuffers()
     else await source.waitForWork()
   }
@@ -83,12 +83,5 @@ export function totalCounters(perQueue: PortQueueCounters[], inner: NexusPort): 
  * Call before reading the final pool accounting and closing the ends.
  */
 export function drainWrapperQueues(queues: readonly WrapperQueue[]): void {
-  for (const { user, device } of queues) {
-    for (const end of [user, device]) {
-      for (let round = 0; round < 64 && end.receive(end.ringCapacity, (i) => end.release(i)) > 0; round++) end.flush()
-      end.flush()
-    }
-    device.reclaim()
-    user.reclaim()
-  }
+  for (const { user, device } of queues) drainChannelEnds(user, device)
 }

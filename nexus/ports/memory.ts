@@ -17,7 +17,7 @@ import { threadId } from 'node:worker_threads'
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { FlowstackError } from '../../common/errors.js'
-import { attachChannel, createChannel, type ChannelEnd, type CreateChannelOptions, type PoolAccounting } from '../channel/index.js'
+import { attachChannel, createChannel, drainChannelEnds, type ChannelEnd, type CreateChannelOptions, type PoolAccounting } from '../channel/index.js'
 import type { LinkType, NexusPort, PortCounters, PortInfo, PortQueueCounters } from './port.js'
 import { copyEndOf, copyPacket, type CopyEnd } from './memory-copy.js'
 import { MacTable, NO_PORT, isGroupAddress, macKey, type MacTableCounters, type MacTableEntry } from './memory-mac-table.js'
@@ -241,10 +241,9 @@ export class MemoryPort implements NexusPort {
         this.device.open = false
         if (!this.transferred && this.userEnd === undefined) this.userEnd = attachChannel(this.device.channel, 'b')
         const user = this.userEnd
-        if (user !== undefined) {
-          drainIncoming(user)
-          user.flush()
-        }
+        // Both ends in this thread: take turns until every buffer is home
+        // (rings smaller than a side's share of the pool leave return backlogs).
+        if (user !== undefined) drainChannelEnds(user, this.device.channelEnd)
         await this.closeDevice(this)
         if (user !== undefined) user.reclaim()
         const report: MemoryPoolReport = { total: this.device.channelEnd.bufferCount, device: this.device.poolAtClose ?? this.device.channelEnd.poolAccounting() }
@@ -363,7 +362,9 @@ export class DevicePort {
   deliver(from: DevicePort, srcIndex: number, length: number, flags: number, aux: number, bufferIndex: number): boolean {
     const end = this.channelEnd
     if (this.userGone()) {
-      // The user closed its side: nowhere to put the packet.
+      // The user closed its side (perhaps in the middle of this batch):
+      // nowhere to put the packet, and a stash buffer taken for it goes back.
+      if (bufferIndex >= 0) end.free(bufferIndex)
       this.stats[C_DROP_POOL_EMPTY]++
       return false
     }
@@ -433,6 +434,8 @@ export class DevicePort {
     while (this.stashCount > 0) end.free(this.takeStash())
     end.flush()
     end.reclaim()
+    // A user that closed first never received these: they come home here.
+    end.reclaimUnreceived()
     this.poolAtClose = end.poolAccounting()
     end.close()
   }

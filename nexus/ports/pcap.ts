@@ -9,7 +9,7 @@
 // for the user to return some instead of dropping.
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises'
 import { FlowstackError } from '../../common/errors.js'
-import { attachChannel, createChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
+import { attachChannel, createChannel, DESC_VNET_HDR, drainChannelEnds, VIRTIO_NET_HDR_BYTES, type ChannelEnd, type PoolAccounting } from '../channel/index.js'
 import {
   CaptureReader,
   FileCaptureSink,
@@ -259,10 +259,7 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
         await Promise.allSettled([replayDone, recording])
         // Whatever the user sent before closing is recorded; what it never read goes back.
         for (let round = 0; round < 64 && drainTx() > 0; round++) device.flush()
-        for (let round = 0; round < 64 && user.receive(user.ringCapacity, (i) => user.release(i)) > 0; round++) user.flush()
-        user.flush()
-        device.reclaim()
-        user.reclaim()
+        drainChannelEnds(user, device)
         finalPool = { device: device.poolAccounting(), user: user.poolAccounting() }
         user.close()
         device.close()

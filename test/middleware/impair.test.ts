@@ -22,6 +22,8 @@ afterEach(async () => {
   await Promise.all(rigs.splice(0).map((r) => Promise.all([r.impaired.close(), r.far.close()])))
 })
 
+const BROADCAST_FOR_CLOSE = new Uint8Array(6).fill(0xff)
+
 /** near --wire-- far, with `near` wrapped by impair(): the test talks through impaired.queues[0] and far.queues[0]. */
 function rig(options: ImpairOptions, wire: Parameters<typeof createMemoryWire>[0] = {}): Rig {
   const [near, far] = createMemoryWire(wire)
@@ -227,6 +229,17 @@ describe('departure queue', () => {
 })
 
 describe('impair() around a memory wire', () => {
+  it('every buffer comes home when its user closed its side first with frames on the way to it', async () => {
+    const r = rig({ delayMs: 2 })
+    r.impaired.queues[0].close()
+    let sent = 0
+    for (let i = 0; i < 100 && sendOne(r.far.queues[0], (buf) => writeFrame(buf, BROADCAST_FOR_CLOSE, r.far.info.mac as Uint8Array, i, 100)); i++) sent++
+    r.far.queues[0].flush()
+    expect(sent).toBe(100)
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    await closeRig(r)
+  })
+
   it('loss 10%: 100 000 frames, 10% ± 1% dropped, the same frames for the same seed', async () => {
     const count = 100_000
     const run = async (seed: number): Promise<number[]> => {

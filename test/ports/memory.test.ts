@@ -325,4 +325,27 @@ describe('memory port users that go away', () => {
     expect(report.device.free + remote.poolAccounting().free).toBe(report.total)
     expect(poolsFull(a.poolReport())).toBe(true)
   })
+
+  it('a user that closes with frames still queued for it, and rings smaller than the pool: every buffer comes home', async () => {
+    // 256 buffers, 16-slot rings: releases pile up in a return backlog.
+    const [a, b] = createMemoryWire({ channel: { bufferCount: 256, ringCapacity: 16 } })
+    track(a)
+    track(b)
+    const tx = a.queues[0]
+    const rx = b.queues[0]
+    const got: Received[] = []
+    let sent = 0
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 10 && sendOne(tx, (buf) => writeFrame(buf, BROADCAST, a.info.mac as Uint8Array, sent, 100)); i++) sent++
+      tx.flush()
+      await until(() => (drain(rx, got), got.length === sent), 'the round to arrive')
+    }
+    expect(rx.returnBacklog()).toBeGreaterThan(0) // the case that needs several turns at close
+    // Then frames b's user never reads, and b's user closes its side first.
+    for (let i = 0; i < 8 && sendOne(tx, (buf) => writeFrame(buf, BROADCAST, a.info.mac as Uint8Array, sent, 100)); i++) sent++
+    tx.flush()
+    await until(() => b.counters().rxPackets === sent, 'the unread frames to be queued for b')
+    rx.close()
+    await closeAndCheckPools(a, b)
+  })
 })
