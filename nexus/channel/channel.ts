@@ -20,11 +20,14 @@ import {
   CORRUPT_NOT_OWNED_BY_SENDER,
   CORRUPT_REASON_NAMES,
   CORRUPT_RESERVED_FLAGS,
+  CORRUPT_VNET_HDR_SHORT,
   CORRUPT_RING_OVERRUN,
   DEFAULT_BUFFER_COUNT,
   DEFAULT_BUFFER_SIZE,
   DEFAULT_RING_CAPACITY,
   DESC_KNOWN_FLAGS,
+  DESC_VNET_HDR,
+  VIRTIO_NET_HDR_BYTES,
   H_ATTACHED,
   H_BUFFER_COUNT,
   H_BUFFER_SIZE,
@@ -643,6 +646,7 @@ export class ChannelEnd {
     if (index >= this.bufferCount) return CORRUPT_INDEX_OUT_OF_RANGE
     if (length > this.bufferSize) return CORRUPT_LENGTH_TOO_LARGE
     if ((flags & ~DESC_KNOWN_FLAGS) !== 0) return CORRUPT_RESERVED_FLAGS
+    if ((flags & DESC_VNET_HDR) !== 0 && length < VIRTIO_NET_HDR_BYTES) return CORRUPT_VNET_HDR_SHORT
     const state = this.ownership[index]
     if (state === OWN_HELD) return CORRUPT_DOUBLE_DELIVERY
     if (state !== PEER) return CORRUPT_NOT_OWNED_BY_SENDER

@@ -139,6 +139,8 @@ export const CORRUPT_DOUBLE_DELIVERY = 4
 export const CORRUPT_RING_OVERRUN = 5
 /** Reserved flag bits were set. */
 export const CORRUPT_RESERVED_FLAGS = 6
+/** DESC_VNET_HDR on a descriptor shorter than the virtio_net_hdr it says it starts with. */
+export const CORRUPT_VNET_HDR_SHORT = 7
 export const CORRUPT_REASON_NAMES: Record<number, string> = {
   [CORRUPT_INDEX_OUT_OF_RANGE]: 'index-out-of-range',
   [CORRUPT_LENGTH_TOO_LARGE]: 'length-too-large',
@@ -146,6 +148,7 @@ export const CORRUPT_REASON_NAMES: Record<number, string> = {
   [CORRUPT_DOUBLE_DELIVERY]: 'double-delivery',
   [CORRUPT_RING_OVERRUN]: 'ring-overrun',
   [CORRUPT_RESERVED_FLAGS]: 'reserved-flags',
+  [CORRUPT_VNET_HDR_SHORT]: 'vnet-header-short',
 }
 
 // ---- Defaults and limits ---------------------------------------------------

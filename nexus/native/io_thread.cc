@@ -280,12 +280,13 @@ bool IoQueue::ServiceTx() {
       else if (held_[index]) reason = kCorruptNotOwnedBySender;
       else if (length > ch.buffer_size) reason = kCorruptLengthTooLarge;
       else if (flags & ~kDescKnownFlags) reason = kCorruptReservedFlags;
+      else if ((flags & kDescVnetHdr) && length < kVirtioNetHdrBytes) reason = kCorruptVnetHdrShort;
       else if ((flags & kDescVnetHdr) && !config_.vnet_hdr) refuse = true;
       if ((reason != 0 || refuse) && n > 0) break;  // keep each send batch contiguous
       scan++;
       if (reason != 0) {
         RecordCorrupt(reason, index);
-        if (reason == kCorruptLengthTooLarge || reason == kCorruptReservedFlags) {
+        if (reason == kCorruptLengthTooLarge || reason == kCorruptReservedFlags || reason == kCorruptVnetHdrShort) {
           held_[index] = 1;
           ProduceTxReturn(index);
         }

@@ -55,6 +55,7 @@ constexpr uint32_t kCorruptLengthTooLarge = 2;
 constexpr uint32_t kCorruptNotOwnedBySender = 3;
 constexpr uint32_t kCorruptRingOverrun = 5;
 constexpr uint32_t kCorruptReservedFlags = 6;
+constexpr uint32_t kCorruptVnetHdrShort = 7;
 
 // ---- Per-queue counters (mirror of nexus/ports/native.ts) ------------------
 // One block of kCounterSlots u64 per queue in a SharedArrayBuffer the JS side

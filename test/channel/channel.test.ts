@@ -12,6 +12,7 @@ import {
   CORRUPT_LENGTH_TOO_LARGE,
   CORRUPT_NOT_OWNED_BY_SENDER,
   CORRUPT_RESERVED_FLAGS,
+  CORRUPT_VNET_HDR_SHORT,
   CORRUPT_RING_OVERRUN,
   createChannel,
   DESC_VNET_HDR,
@@ -135,7 +136,8 @@ describe('channel end', () => {
       expect(index).toBeGreaterThanOrEqual(0)
       expect(index).toBeLessThan(4) // A's share
       a.buffer(index).set([i, i + 1, i + 2])
-      expect(a.send(index, 3, i === 0 ? DESC_VNET_HDR : 0, 100 + i)).toBe(true)
+      // Flagged: a 12-byte virtio_net_hdr leads (its length must leave room for it).
+      expect(a.send(index, i === 0 ? 12 : 3, i === 0 ? DESC_VNET_HDR : 0, 100 + i)).toBe(true)
       sent.push(index)
     }
     expect(a.alloc()).toBe(-1)
@@ -152,7 +154,7 @@ describe('channel end', () => {
         b.release(index)
       }),
     ).toBe(4)
-    expect(got).toEqual(sent.map((index, i) => [index, 3, i === 0 ? DESC_VNET_HDR : 0, 100 + i, i, i + 1, i + 2]))
+    expect(got).toEqual(sent.map((index, i) => [index, i === 0 ? 12 : 3, i === 0 ? DESC_VNET_HDR : 0, 100 + i, i, i + 1, i + 2, ...(i === 0 ? new Array(9).fill(0) : [])]))
     // Released buffers reach A at B's next flush; A's alloc drains the return ring.
     expect(a.alloc()).toBe(-1)
     b.flush()
@@ -372,7 +374,8 @@ describe('corrupt descriptors from a hostile peer', () => {
       rx.push(5, 10, 0, 4) // B's own free buffer: A does not own it
       rx.push(0, 10, 0, 5) // buffer 0 again while B still holds it
       rx.push(2, 10, 0x80, 6) // reserved flag bit
-      rx.push(3, 10, DESC_VNET_HDR, 7) // valid
+      rx.push(1, 10, DESC_VNET_HDR, 8) // says it starts with a 12-byte virtio_net_hdr, is 10 bytes long
+      rx.push(3, 12, DESC_VNET_HDR, 7) // valid
       rx.publish()
       const delivered: number[] = []
       expect(b.receive(64, (_i, _l, _f, aux) => delivered.push(aux))).toBe(2)
@@ -383,16 +386,17 @@ describe('corrupt descriptors from a hostile peer', () => {
         [CORRUPT_NOT_OWNED_BY_SENDER, 5, 'rx'],
         [CORRUPT_DOUBLE_DELIVERY, 0, 'rx'],
         [CORRUPT_RESERVED_FLAGS, 2, 'rx'],
+        [CORRUPT_VNET_HDR_SHORT, 1, 'rx'],
       ])
-      expect(published).toHaveLength(5)
+      expect(published).toHaveLength(6)
       expect(published[0]).toMatchObject({ side: 'b', reasonName: 'index-out-of-range' })
     } finally {
       unsubscribe('flowstack:channel:corrupt', onPublish)
     }
-    expect(b.counters().corrupt).toBe(5)
+    expect(b.counters().corrupt).toBe(6)
     expect(b.counters().received).toBe(2)
     // The first reason is recorded in the header for a supervisor to read.
-    expect(b.recordedError()).toEqual({ reason: CORRUPT_INDEX_OUT_OF_RANGE, reasonName: 'index-out-of-range', bufferIndex: 8, count: 5 })
+    expect(b.recordedError()).toEqual({ reason: CORRUPT_INDEX_OUT_OF_RANGE, reasonName: 'index-out-of-range', bufferIndex: 8, count: 6 })
     const h = new Int32Array(sab)
     expect(h[layout.H_ERROR + layout.SIDE_B]).toBe(CORRUPT_INDEX_OUT_OF_RANGE)
     expect(h[layout.H_ERROR + layout.SIDE_A]).toBe(0)

@@ -53,7 +53,8 @@ export function checksumOf(seq: number): number {
 }
 
 export function lengthOf(seq: number, bufferSize: number): number {
-  return 8 + (checksumOf(seq) % (bufferSize - 8))
+  // Odd sequence numbers go with DESC_VNET_HDR, which needs room for its 12-byte header.
+  return 12 + (checksumOf(seq) % (bufferSize - 12))
 }
 
 function putU32(b: Uint8Array, at: number, v: number): void {
