@@ -316,9 +316,12 @@ export class StackSocket extends Duplex {
     const conn = this.conn
     this.clearIdle()
     if (conn !== null && conn.state !== TcpState.Closed) {
-      // Like close(2): unread data or an error means RST, otherwise FIN.
-      if (err !== null || conn.readableBytes > 0) this.abortAfterQueued(conn)
-      else conn.shutdownWrite()
+      // Like close(2), which is what Node's destroy(err) does too: unread
+      // data means RST, otherwise FIN after what was written; data arriving
+      // later is answered with RST (TcpConnection.close). An error passed to
+      // destroy() is this side's business, not the peer's.
+      if (conn.readableBytes > 0) this.abortAfterQueued(conn)
+      else conn.close()
       this.shell.kick()
     }
     if (conn !== null) {

@@ -91,8 +91,17 @@ function createStackHttp(net: StackNet): StackHttp {
     }
     // Returns the socket synchronously, as net.createConnection does, so a
     // request destroyed while connecting destroys its socket at once.
-    override createConnection(options: http.ClientRequestArgs): Duplex {
-      return net.connect({ host: options.host ?? 'localhost', port: Number(options.port ?? 80), localAddress: options.localAddress })
+    // Node's http.Agent defaults to TCP_NODELAY and hands its options
+    // (noDelay, timeout, keepAlive) to createConnection; so does this one.
+    override createConnection(options: http.ClientRequestArgs & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number }): Duplex {
+      return net.connect({
+        host: options.host ?? 'localhost',
+        port: Number(options.port ?? 80),
+        localAddress: options.localAddress,
+        noDelay: options.noDelay ?? true,
+        ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
+        ...(options.keepAlive === true ? { keepAlive: true, keepAliveInitialDelay: options.keepAliveInitialDelay } : {}),
+      })
     }
   }
   const globalAgent = new StackAgent()
@@ -158,7 +167,8 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
         stackTls.connectForDispatcher(connectOptions, callback as (err: Error | null, socket: Duplex | null) => void)
         return
       }
-      const socket = net.connect({ host: connectOptions.hostname, port: Number(connectOptions.port || (connectOptions.protocol === 'https:' ? 443 : 80)) } satisfies StackConnectOptions)
+      // undici's own connector sets TCP_NODELAY on every socket.
+      const socket = net.connect({ host: connectOptions.hostname, port: Number(connectOptions.port || (connectOptions.protocol === 'https:' ? 443 : 80)), noDelay: true } satisfies StackConnectOptions)
       let settled = false
       socket.once('connect', () => {
         if (settled) return

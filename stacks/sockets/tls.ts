@@ -306,7 +306,7 @@ export function createStackTls(net: StackNet, defaults: TlsDefaults = {}): Stack
     } else {
       const host = stripBrackets(tlsOptions.host ?? 'localhost')
       const port = Number(tlsOptions.port ?? 443)
-      raw = net.connect({ host, port, localAddress: tlsOptions.localAddress, timeout: tlsOptions.timeout, allowHalfOpen: true })
+      raw = net.connect({ host, port, localAddress: tlsOptions.localAddress, timeout: tlsOptions.timeout, allowHalfOpen: true, noDelay: (tlsOptions as { noDelay?: boolean }).noDelay === true })
       // Node verifies the name in servername, else host; an IP literal is checked against IP SANs.
       const servername = tlsOptions.servername ?? (isIP(host) === 0 ? host : undefined)
       merged = { ...clientDefaults, ...tlsOptions, host, port, socket: raw }
@@ -357,9 +357,10 @@ export function createStackTls(net: StackNet, defaults: TlsDefaults = {}): Stack
         host,
         port: Number(options.port || 443),
         servername: options.servername || (isIP(host) === 0 ? host : undefined),
-        // undici speaks HTTP/1.1 on these connections.
+        // undici speaks HTTP/1.1 on these connections, and sets TCP_NODELAY on them.
         ALPNProtocols: ['http/1.1'],
-      })
+        noDelay: true,
+      } as StackTlsConnectOptions)
       let settled = false
       socket.once('secureConnect', () => {
         if (settled) return
@@ -394,7 +395,9 @@ export function createStackHttps(stackTls: StackTls): StackHttps {
         port: Number(options.port ?? 443),
         // http's ClientRequest negotiates nothing but HTTP/1.1.
         ALPNProtocols: ['http/1.1'],
-      })
+        // https.Agent, like http.Agent, defaults to TCP_NODELAY.
+        noDelay: (options as { noDelay?: boolean }).noDelay ?? true,
+      } as StackTlsConnectOptions)
       if (callback) {
         socket.once('secureConnect', () => callback(null, socket))
         socket.once('error', (err: Error) => callback(err, socket))

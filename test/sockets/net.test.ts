@@ -236,4 +236,49 @@ describe('stack.net over a memory wire', () => {
     client.destroy()
     server.close()
   })
+
+  it('destroy(err) closes with FIN after what was written, as node:net does; data arriving afterwards is answered with RST', async () => {
+    const [a, b] = await pair()
+    const accepted = new Promise<StackSocket>((resolve) => {
+      const server = a.net.createServer((socket) => resolve(socket))
+      server.listen(8090)
+      cleanups.push(async () => void server.close())
+    })
+    const client = b.net.connect({ host: '198.51.100.1', port: 8090, allowHalfOpen: true })
+    await once(client, 'connect')
+    const serverSide = await accepted
+    serverSide.on('error', () => {})
+    const body = randomBytes(200_000)
+    serverSide.write(body)
+    serverSide.destroy(new Error('handler failed'))
+    // The peer reads every byte, then a clean end: no ECONNRESET.
+    const received: Buffer[] = []
+    client.on('data', (chunk: Buffer) => received.push(chunk))
+    await once(client, 'end')
+    expect(sha256(Buffer.concat(received))).toBe(sha256(body))
+    // Still writing to the socket its peer destroyed: RFC 1122 4.2.2.13, an RST, and the writer learns it.
+    const failed = once(client, 'error') as Promise<[NodeJS.ErrnoException]>
+    client.write(randomBytes(1000))
+    const [err] = await failed
+    expect(err.code).toBe('ECONNRESET')
+    expect(a.stats().tcp.abortOnData).toBe(1)
+  })
+
+  it("stack.http's Agent sets TCP_NODELAY on its sockets, as Node's Agent does (fetch, whose connector sets it too, still works)", async () => {
+    const [a, b] = await pair()
+    const server = a.http.createServer((_req, res) => res.end('ok'))
+    server.listen(8091)
+    await once(server, 'listening')
+    cleanups.push(async () => void server.close())
+    const sockets: StackSocket[] = []
+    const agent = new b.http.Agent({ keepAlive: true })
+    const req = b.http.get('http://198.51.100.1:8091/', { agent }, (res) => res.resume())
+    req.on('socket', (socket) => sockets.push(socket as unknown as StackSocket))
+    await once(req, 'close')
+    expect((sockets[0] as unknown as { noDelay: boolean }).noDelay).toBe(true)
+    agent.destroy()
+    const before = b.stats().tcp.activeOpens
+    expect(await (await b.fetch('http://198.51.100.1:8091/')).text()).toBe('ok')
+    expect(b.stats().tcp.activeOpens - before).toBe(1)
+  })
 })

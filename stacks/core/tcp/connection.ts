@@ -200,6 +200,8 @@ export class TcpConnection {
   private peerFinPending = false
   private peerFinSeq = 0
   noDelay = false
+  /** The application closed the socket: it reads nothing more (see close()). */
+  private appClosed = false
   keepAlive: KeepAliveOptions
   private closedEventSent = false
 
@@ -507,6 +509,18 @@ export class TcpConnection {
     // SYN-RECEIVED: RFC 9293 "queue for processing after entering ESTABLISHED state".
     if (this.isSynchronized()) this.flush(now, 0)
     this.host.reschedule(this)
+  }
+
+  /**
+   * The application closed the socket (close(2), net.Socket#destroy): FIN
+   * after the queued data, as shutdownWrite, and nobody will read again. RFC
+   * 1122 4.2.2.13: "if new data is received after CLOSE is called, its TCP
+   * SHOULD send a RST to show that data was lost" (Linux: TCPAbortOnData),
+   * so a peer still writing learns it at once instead of filling our buffer.
+   */
+  close(): void {
+    this.appClosed = true
+    this.shutdownWrite()
   }
 
   /** Abort: RST to the peer in synchronized states, then CLOSED (RFC 9293 3.10.5 ABORT). */
@@ -1458,6 +1472,12 @@ export class TcpConnection {
     let len = dataLen - skip
     if (len <= 0) {
       this.ackNow = true
+      return
+    }
+    if (this.appClosed) {
+      // New data for a socket the application closed: RST (see close()).
+      counters.abortOnData++
+      this.abort()
       return
     }
     if (dataLen > this.largestSegmentSeen) this.largestSegmentSeen = dataLen

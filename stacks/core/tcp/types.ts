@@ -150,6 +150,8 @@ export interface TcpCounters {
   retransSegs: number
   inErrs: number
   outRsts: number
+  /** Connections reset because data arrived after the application closed them (Linux TCPAbortOnData). */
+  abortOnData: number
   listenOverflows: number
   challengeAcks: number
   challengeAcksSuppressed: number
@@ -181,6 +183,7 @@ export function newCounters(): TcpCounters {
     retransSegs: 0,
     inErrs: 0,
     outRsts: 0,
+    abortOnData: 0,
     listenOverflows: 0,
     challengeAcks: 0,
     challengeAcksSuppressed: 0,
