@@ -683,6 +683,9 @@ export class StackServer extends EventEmitter {
       process.nextTick(() => this.emit('error', systemError(code, { syscall: 'listen', address: host ?? '::', port })))
       return this
     }
+    // Listening again after close(), while its old connections drain: new
+    // ones are accepted (as net.Server does), and the old close() never ends.
+    this.closing = false
     const anyFamily = host !== undefined && isIP(host) === 4 ? 'IPv4' : 'IPv6'
     this.boundAddress = local !== null ? { address: formatIpAddress(local), family: familyName(local), port } : { address: host === '0.0.0.0' ? '0.0.0.0' : '::', family: anyFamily, port }
     if (this.refed) this.takeRef()

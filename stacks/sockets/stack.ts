@@ -122,24 +122,43 @@ function createStackHttp(net: StackNet): StackHttp {
         { noDelay: httpOptions.noDelay ?? true, keepAlive: httpOptions.keepAlive, keepAliveInitialDelay: httpOptions.keepAliveInitialDelay },
         (socket: StackSocket) => server.emit('connection', socket),
       )
+      // One forwarder each, however often listen() is called (a retry after EADDRINUSE).
+      stackServer.on('listening', () => server.emit('listening'))
+      stackServer.on('error', (err) => server.emit('error', err))
+      // node:http's close() ends in net.Server#close, which sees no handle of
+      // its own here: it would emit 'close' at once, before in-flight
+      // responses end. The server's 'close' comes from the stack's server,
+      // once its connections are gone; net.Server's own is swallowed.
+      let closeFromStack = false
+      const emit = server.emit.bind(server)
+      server.emit = ((event: string | symbol, ...eventArgs: unknown[]) => (event === 'close' && !closeFromStack ? false : (emit as (e: string | symbol, ...a: unknown[]) => boolean)(event, ...eventArgs))) as typeof server.emit
+      stackServer.on('close', () => {
+        closeFromStack = true
+        try {
+          server.emit('close')
+        } finally {
+          closeFromStack = false
+        }
+      })
       const listen = (...listenArgs: unknown[]): http.Server => {
-        stackServer.once('listening', () => server.emit('listening'))
-        stackServer.on('error', (err) => server.emit('error', err))
         ;(stackServer.listen as (...a: unknown[]) => unknown)(...listenArgs)
         return server
       }
-      Object.defineProperty(server, 'listen', { value: listen, configurable: true, writable: true })
-      Object.defineProperty(server, 'address', { value: () => stackServer.address(), configurable: true, writable: true })
       const closeHttp = server.close.bind(server)
-      Object.defineProperty(server, 'close', {
-        value: (callback?: (err?: Error) => void) => {
-          stackServer.close()
-          server.closeIdleConnections?.()
-          return closeHttp(callback)
+      const methods: Record<string, unknown> = {
+        listen,
+        address: () => stackServer.address(),
+        // The callback as net.Server's: ERR_SERVER_NOT_RUNNING when not listening, else on 'close'.
+        close: (callback?: (err?: Error) => void) => {
+          stackServer.close(callback)
+          // http.Server's own part: its header-timeout timer, idle keep-alive connections.
+          closeHttp()
+          return server
         },
-        configurable: true,
-        writable: true,
-      })
+        ref: () => (stackServer.ref(), server),
+        unref: () => (stackServer.unref(), server),
+      }
+      for (const [name, value] of Object.entries(methods)) Object.defineProperty(server, name, { value, configurable: true, writable: true })
       Object.defineProperty(server, 'listening', { get: () => stackServer.listening, configurable: true })
       return server
     }) as typeof http.createServer,

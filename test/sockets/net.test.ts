@@ -281,4 +281,72 @@ describe('stack.net over a memory wire', () => {
     expect(await (await b.fetch('http://198.51.100.1:8091/')).text()).toBe('ok')
     expect(b.stats().tcp.activeOpens - before).toBe(1)
   })
+
+  it("stack.http's server closes as node:http's does: 'close' and the callback after in-flight responses, one listener per event across listen retries, ref/unref", async () => {
+    const [a, b] = await pair()
+    const order: string[] = []
+    let release: () => void = () => {}
+    const server = a.http.createServer((_req, res) => {
+      release = () => res.end('late')
+    })
+    // A retry after EADDRINUSE: the second attempt's events fire once each.
+    const blocker = a.net.createServer().listen(8092)
+    await once(blocker, 'listening')
+    let errors = 0
+    let listening = 0
+    server.on('error', () => errors++)
+    server.on('listening', () => listening++)
+    server.listen(8092)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(errors).toBe(1)
+    blocker.close()
+    server.listen(8092)
+    await once(server, 'listening')
+    expect([errors, listening]).toEqual([1, 1])
+    expect(server.unref()).toBe(server)
+    server.ref()
+
+    const agent = new b.http.Agent({ keepAlive: true })
+    const response = new Promise<string>((resolve) => {
+      b.http.get('http://198.51.100.1:8092/', { agent }, (res) => {
+        let body = ''
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()))
+        res.on('end', () => {
+          order.push('response')
+          resolve(body)
+        })
+      })
+    })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    server.on('close', () => order.push('close event'))
+    const closed = new Promise<Error | undefined>((resolve) => server.close((err) => resolve(err)))
+    expect(server.listening).toBe(false)
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(order).toEqual([]) // the request is still in flight: no 'close' yet
+    release()
+    expect(await response).toBe('late')
+    agent.destroy()
+    expect(await closed).toBeUndefined()
+    expect(order).toEqual(['response', 'close event'])
+    // Closing a server that is not running: ERR_SERVER_NOT_RUNNING, as node:http.
+    await expect(new Promise((resolve, reject) => server.close((err) => (err ? reject(err) : resolve(undefined))))).rejects.toMatchObject({ code: 'ERR_SERVER_NOT_RUNNING' })
+  })
+
+  it('listens again after close() while an old connection drains, and accepts new connections (net.Server does)', async () => {
+    const [a, b] = await pair()
+    const server = a.net.createServer((socket) => socket.end('hi'))
+    server.listen(8093)
+    await once(server, 'listening')
+    const old = b.net.connect({ host: '198.51.100.1', port: 8093, allowHalfOpen: true })
+    await once(old, 'connect')
+    server.close()
+    server.listen(8093)
+    await once(server, 'listening')
+    const fresh = b.net.connect({ host: '198.51.100.1', port: 8093 })
+    const [greeting] = (await once(fresh, 'data')) as [Buffer]
+    expect(greeting.toString()).toBe('hi')
+    old.destroy()
+    fresh.destroy()
+    server.close()
+  })
 })
