@@ -1637,6 +1637,11 @@ export class StackCore implements IpOutput {
     return local !== null
   }
 
+  /** Whether sendIp has a way to `dst`: one of our addresses, a link-scoped destination, or a route. */
+  canReach(dst: IpAddress): boolean {
+    return this.findLocal(dst) !== null || this.routeFor(dst) !== undefined
+  }
+
   pathMtu(local: IpAddress, remote: IpAddress): number {
     return this.pmtu.get(remote, this.linkMtu)
   }

@@ -416,7 +416,10 @@ export class StackSocket extends Duplex {
     } else {
       local = core.selectSource(remote)
     }
-    if (local === null) {
+    // No source address, or no route (an off-link address without a gateway,
+    // 127.0.0.1 on a stack without it): connect(2) fails at once with
+    // ENETUNREACH; SYNs the IP layer drops as no-route would time out instead.
+    if (local === null || !core.canReach(remote)) {
       this.destroy(systemError('ENETUNREACH', { syscall: 'connect', address: this.connectAddress, port }))
       return
     }

@@ -349,4 +349,13 @@ describe('stack.net over a memory wire', () => {
     fresh.destroy()
     server.close()
   })
+
+  it('fails a connect with no route at once with ENETUNREACH, as connect(2) does (no SYN retried into the void)', async () => {
+    const [, b] = await pair()
+    for (const host of ['203.0.113.7', '127.0.0.1']) {
+      const socket = b.net.connect({ host, port: 80 })
+      const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException]
+      expect(err).toMatchObject({ code: 'ENETUNREACH', syscall: 'connect', address: host, port: 80 })
+    }
+  })
 })
