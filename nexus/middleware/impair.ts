@@ -137,6 +137,9 @@ class ImpairDirection {
     const c = this.counters
     const src = this.source.end
     c.arrived++
+    // Packets already due leave first: the queue limit counts packets really
+    // held (departing later), so it cannot depend on where a batch ends.
+    this.releaseDue(this.now)
     const plan = this.model.decide(this.sequence++, length, this.now, this.queue.size)
     if (plan.verdict === VERDICT_LOST) {
       c.lost++

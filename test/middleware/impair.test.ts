@@ -229,6 +229,16 @@ describe('departure queue', () => {
 })
 
 describe('impair() around a memory wire', () => {
+  it('the queue limit counts packets really held, whatever the batch size (no delay: nothing is held, nothing tail-dropped)', async () => {
+    for (const batchSize of [64, 8, 1]) {
+      const r = rig({ seed: 7, queueLimit: 8, batchSize, clock: new VirtualClock() })
+      const got = await transfer(r, 64, 100, (received) => received.length === 64)
+      expect(got.map((f) => f.sequence)).toEqual(Array.from({ length: 64 }, (_, i) => i))
+      expect(r.impaired.impairCounters().tx.queueFull).toBe(0)
+      await closeRig(r)
+    }
+  })
+
   it('every buffer comes home when its user closed its side first with frames on the way to it', async () => {
     const r = rig({ delayMs: 2 })
     r.impaired.queues[0].close()
