@@ -135,8 +135,13 @@ export interface PoolAccounting {
 // Ownership of each buffer as this side sees it. One byte per buffer.
 const OWN_FREE = 0
 const OWN_HELD = 1
-/** Owned by the peer or travelling on a ring (including our own return backlog). */
+/** Owned by the peer or travelling on a ring. */
 const PEER = 2
+/**
+ * Released by us, still in our return backlog (not yet on the return ring):
+ * the owner cannot have it back yet, so a descriptor naming it is refused.
+ */
+const IN_BACKLOG = 3
 
 const corruptChannel = diagnosticsChannel('flowstack:channel:corrupt')
 
@@ -436,10 +441,10 @@ export class ChannelEnd {
    */
   release(index: number): void {
     this.takeHeld(index, 'release')
-    this.ownership[index] = PEER
     if (this.backlogCount !== 0 || !this.returnOutRing.push(index, 0, 0, 0)) {
+      this.ownership[index] = IN_BACKLOG
       this.backlog[this.backlogCount++] = index
-    }
+    } else this.ownership[index] = PEER
   }
 
   /**
@@ -553,7 +558,7 @@ export class ChannelEnd {
   /** Where this side's view of the pool stands; free + held + peer = total always. */
   poolAccounting(): PoolAccounting {
     let peer = 0
-    for (let i = 0; i < this.bufferCount; i++) if (this.ownership[i] === PEER) peer++
+    for (let i = 0; i < this.bufferCount; i++) if (this.ownership[i] === PEER || this.ownership[i] === IN_BACKLOG) peer++
     const accounting = { free: this.freeTop, held: this.heldCount, returnBacklog: this.backlogCount, peer, total: this.bufferCount }
     if (accounting.free + accounting.held + accounting.peer !== accounting.total) {
       throw new FlowstackError('CHANNEL_ACCOUNTING', `pool accounting broken on side ${this.side}: ${JSON.stringify(accounting)}`)
@@ -633,7 +638,7 @@ export class ChannelEnd {
     if (this.backlogCount !== 0) {
       const ring = this.returnOutRing
       let moved = 0
-      while (moved < this.backlogCount && ring.push(this.backlog[moved], 0, 0, 0)) moved++
+      while (moved < this.backlogCount && ring.push(this.backlog[moved], 0, 0, 0)) this.ownership[this.backlog[moved++]] = PEER
       if (moved !== 0) {
         this.backlog.copyWithin(0, moved, this.backlogCount)
         this.backlogCount -= moved

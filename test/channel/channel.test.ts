@@ -362,6 +362,23 @@ describe('corrupt descriptors from a hostile peer', () => {
     return { sab, b, rx, txReturn, events }
   }
 
+  it('refuses a buffer it released that still waits in its own return backlog (the owner cannot have it back yet)', () => {
+    const { b, rx, events } = hostileA({ bufferCount: 8, ringCapacity: 2, rxBufferShare: 0.5 })
+    rx.push(0, 10, 0, 0)
+    rx.push(1, 10, 0, 0)
+    rx.publish()
+    expect(b.receive(8, (index) => b.release(index))).toBe(2) // both returns fit the 2-slot ring
+    rx.push(2, 10, 0, 0)
+    rx.publish()
+    expect(b.receive(8, (index) => b.release(index))).toBe(1) // the return ring is full: 2 waits in the backlog
+    expect(b.returnBacklog()).toBe(1)
+    rx.push(2, 10, 0, 0) // the hostile side sends it again before it could have come back
+    rx.publish()
+    expect(b.receive(8, () => {})).toBe(0)
+    expect(events.map((e) => [e.reason, e.bufferIndex])).toEqual([[CORRUPT_NOT_OWNED_BY_SENDER, 2]])
+    expect(b.poolAccounting()).toMatchObject({ held: 0, returnBacklog: 1 })
+  })
+
   it('detects, counts and never delivers bad rx descriptors', () => {
     const { sab, b, rx, events } = hostileA({ bufferCount: 8, ringCapacity: 16, rxBufferShare: 0.5 })
     const published: unknown[] = []

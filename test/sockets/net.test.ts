@@ -334,11 +334,15 @@ describe('stack.net over a memory wire', () => {
 
   it('listens again after close() while an old connection drains, and accepts new connections (net.Server does)', async () => {
     const [a, b] = await pair()
-    const server = a.net.createServer((socket) => socket.end('hi'))
+    const server = a.net.createServer((socket) => {
+      socket.on('error', () => {}) // the test resets its clients at the end
+      socket.end('hi')
+    })
     server.listen(8093)
     await once(server, 'listening')
     const old = b.net.connect({ host: '198.51.100.1', port: 8093, allowHalfOpen: true })
-    await once(old, 'connect')
+    // The server has it (closing a listener resets connections it has not accepted yet, as Linux does).
+    await Promise.all([once(old, 'connect'), once(server, 'connection')])
     server.close()
     server.listen(8093)
     await once(server, 'listening')
