@@ -140,7 +140,7 @@ class TapDirection {
  */
 export function pcapTap(port: NexusPort, options: PcapTapOptions): TappedPort {
   const batch = options.batchSize ?? 64
-  if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new FlowstackError('ERR_INVALID_ARG_VALUE', `batchSize ${batch} must be in [1, 4096]`)
+  if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new FlowstackError('PORT_BAD_OPTIONS', `batchSize ${batch} must be in [1, 4096]`)
   const sink = typeof options.output === 'string' ? new FileCaptureSink(options.output) : options.output
   const writer = new PcapngWriter(sink, { application: 'flowstack pcap tap' })
   const linkType = port.info.linkType === 'ethernet' ? LINKTYPE_ETHERNET : LINKTYPE_RAW

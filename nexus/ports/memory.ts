@@ -523,7 +523,7 @@ const pumpErrorChannel = diagnosticsChannel('flowstack:memory:pump-error')
 
 function resolveBatch(batchSize: number | undefined): number {
   const batch = batchSize ?? DEFAULT_BATCH
-  if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new FlowstackError('PORT_BAD_OPTION', `batchSize ${batch} must be in [1, 4096]`)
+  if (!Number.isInteger(batch) || batch < 1 || batch > 4096) throw new FlowstackError('PORT_BAD_OPTIONS', `batchSize ${batch} must be in [1, 4096]`)
   return batch
 }
 
@@ -536,7 +536,7 @@ function resolveBatch(batchSize: number | undefined): number {
  */
 export function createMemoryWire(options: MemoryWireOptions = {}): [MemoryPort, MemoryPort] {
   const linkType = options.linkType ?? 'ethernet'
-  if (linkType !== 'ethernet' && linkType !== 'ip') throw new FlowstackError('PORT_BAD_OPTION', `linkType ${String(linkType)} is not 'ethernet' or 'ip'`)
+  if (linkType !== 'ethernet' && linkType !== 'ip') throw new FlowstackError('PORT_BAD_OPTIONS', `linkType ${String(linkType)} is not 'ethernet' or 'ip'`)
   const mtu = options.mtu ?? 1500
   const channelOptions = resolveChannelOptions(mtu, linkType, options.channel)
   const batch = resolveBatch(options.batchSize)

@@ -78,9 +78,9 @@ export function wallClock(out: Float64Array): void {
 export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
   const name = options.name ?? 'pcap0'
   const mtu = options.mtu ?? 1500
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new FlowstackError('PORT_MTU_RANGE', `mtu ${mtu} is outside [68, 65535]`)
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new FlowstackError('PORT_MTU_OUT_OF_RANGE', `mtu ${mtu} is outside [68, 65535]`)
   const speed = options.speed ?? 1
-  if (!(speed > 0)) throw new FlowstackError('ERR_INVALID_ARG_VALUE', `speed ${speed} must be positive`)
+  if (!(speed > 0)) throw new FlowstackError('PORT_BAD_OPTIONS', `speed ${speed} must be positive`)
 
   let reader: CaptureReader | undefined
   if (options.replay !== undefined) {
