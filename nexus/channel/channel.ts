@@ -513,6 +513,12 @@ export class ChannelEnd {
     return this.returnInRing.waitForWork(timeoutMs, this.peerClosedCheck, this.spinPolls)
   }
 
+  /** Whether this end's waitForWork/waitForBuffers keep the thread alive while they sleep (default true). */
+  setWaitsKeepAlive(keep: boolean): void {
+    this.inRing.keepsThreadAlive = keep
+    this.returnInRing.keepsThreadAlive = keep
+  }
+
   /**
    * Wakes pending waitForWork/waitForBuffers calls: what a threadsafe-function
    * callback from a native peer calls after it bumped the doorbell sequence.

@@ -96,6 +96,13 @@ export class SpscRing {
    * posted task and no event-loop turn per wake-up.
    */
   private localPeer: SpscRing | null = null
+  /**
+   * Whether a consumer sleeping on this ring keeps its thread alive (the
+   * default: a worker that only waits for packets must not exit). An owner
+   * with its own notion of "in use", like a stack whose sockets hold refs,
+   * turns it off so an idle stack lets the process end, as node:net does.
+   */
+  keepsThreadAlive = true
 
   constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, options: SpscRingOptions = {}) {
     if (!Number.isInteger(capacity) || capacity < 1 || (capacity & (capacity - 1)) !== 0) {
@@ -320,6 +327,7 @@ export class SpscRing {
       // timer does (like an open socket: close() or wake() releases it), and
       // doubles as the timeout.
       const keepAlive = setTimeout(() => finish(), timeoutMs ?? KEEP_ALIVE_MS)
+      if (!this.keepsThreadAlive) keepAlive.unref()
       const finish = (): void => {
         if (done) return
         done = true
@@ -368,6 +376,7 @@ export class SpscRing {
       // Ref'd like the waitAsync path's timer: a sleeping consumer keeps the
       // thread alive until it is woken, closed or times out.
       const keepAlive = setTimeout(() => finish(), timeoutMs ?? KEEP_ALIVE_MS)
+      if (!this.keepsThreadAlive) keepAlive.unref()
       const finish = (): void => {
         if (done) return
         done = true

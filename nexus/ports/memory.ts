@@ -339,6 +339,9 @@ export class DevicePort {
     this.linkType = linkType
     this.channel = createChannel(channelOptions)
     this.channelEnd = attachChannel(this.channel, 'a')
+    // The pump serves the ports' users; they (their sockets, servers,
+    // workers) decide whether the process lives, not a pump waiting for them.
+    this.channelEnd.setWaitsKeepAlive(false)
     this.copy = copyEndOf(this.channelEnd)
     this.stats = new Float64Array(new SharedArrayBuffer(COUNTER_SLOTS * 8))
     this.maxPacket = linkType === 'ethernet' ? mtu + ETHERNET_HEADER : mtu

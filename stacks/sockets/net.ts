@@ -232,12 +232,18 @@ export class StackSocket extends Duplex {
    */
   private pushEndOfStream(): void {
     this.peerEnded = true
+    // push(null) then read(0), as net.Socket does on EOF: with nothing
+    // buffered, 'end' comes even if nobody reads (and, unless allowHalfOpen,
+    // our side ends and the socket closes and lets its ref go).
     if (this.readableLength === 0) {
       this.push(null)
+      this.read(0)
       return
     }
     setImmediate(() => {
-      if (!this.destroyed) this.push(null)
+      if (this.destroyed) return
+      this.push(null)
+      this.read(0)
     })
   }
 

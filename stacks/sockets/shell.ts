@@ -129,6 +129,9 @@ export class StackShell {
     const end = options.port.queues[0]
     if (end === undefined) throw new TypeError('the port has no queue')
     this.end = end
+    // Whether the process stays alive is for the stack's sockets and servers
+    // to say (ref()/unref(), as in node:net), not for an idle receive loop.
+    end.setWaitsKeepAlive(false)
     this.clock = options.clock ?? realClock
     const random = options.random ?? new PooledRandom()
     this.link = new ChannelLink(end, options.port)
