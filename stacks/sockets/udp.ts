@@ -4,6 +4,7 @@
 // errors shaped like Node's (code, errno, syscall, address, port). Addresses
 // must be IP literals: the stack has no resolver of its own.
 import { EventEmitter } from 'node:events'
+import { lookup as dnsLookup } from 'node:dns'
 import { isIP } from 'node:net'
 import { FlowstackError, systemError } from '../../common/errors.js'
 import type { IpAddress } from '../core/contracts.js'
@@ -15,6 +16,8 @@ export type UdpSocketType = 'udp4' | 'udp6'
 export interface UdpSocketOptions {
   type: UdpSocketType
   reuseAddr?: boolean
+  /** Resolves host names given to send(), as dgram.createSocket's `lookup` (default dns.lookup). */
+  lookup?: typeof dnsLookup
 }
 
 export interface UdpSocketHost {
@@ -57,13 +60,16 @@ export class UdpSocket extends EventEmitter {
   private broadcast = false
   private ttl: number | undefined
 
+  private readonly lookup: typeof dnsLookup
+
   constructor(
     private readonly host: UdpSocketHost,
     options: UdpSocketType | UdpSocketOptions,
     listener?: (msg: Buffer, rinfo: RemoteInfo) => void,
   ) {
     super()
-    const opts = typeof options === 'string' ? { type: options } : options
+    const opts: UdpSocketOptions = typeof options === 'string' ? { type: options } : options
+    this.lookup = opts.lookup ?? dnsLookup
     if (opts.type !== 'udp4' && opts.type !== 'udp6') {
       throw new FlowstackError('ERR_SOCKET_BAD_TYPE', 'Bad socket type specified. Valid types are: udp4, udp6')
     }
@@ -190,6 +196,24 @@ export class UdpSocket extends EventEmitter {
     if (this.connected !== null) {
       result = endpoint.send(data, 0, data.length)
     } else {
+      if (isIP(address!) === 0) {
+        // A host name, as dgram.send takes: resolved first (dns.lookup, in the
+        // socket's family), then sent; a lookup failure goes to the callback.
+        const name = address!
+        const copy = Uint8Array.from(data) // the caller may reuse its buffer before the lookup returns
+        this.lookup(name, { family: this.family }, (err, resolved) => {
+          if (err !== null) {
+            this.finishSend(callback, err, 0)
+            return
+          }
+          if (this.state === 'closed') {
+            this.finishSend(callback, systemError('EBADF', { syscall: 'send', address: name, port }), 0)
+            return
+          }
+          this.send(copy, port!, resolved, callback)
+        })
+        return
+      }
       const remote = this.parseAddress(address!)
       if (remote === null) {
         this.finishSend(callback, systemError('EINVAL', { syscall: 'send', address, port }), 0)

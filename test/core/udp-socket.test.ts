@@ -54,6 +54,32 @@ describe('UdpSocket (dgram.Socket shape)', () => {
     })
   }
 
+  it('send() to a host name resolves it first (the lookup option, as dgram.createSocket), and reports a failed lookup', async () => {
+    const { hostA, hostB } = pair()
+    const srv = createUdpSocket(hostB, 'udp4')
+    srv.bind(5354, '198.51.100.2')
+    await once(srv, 'listening')
+    const asked: Array<{ name: string; family: unknown }> = []
+    const lookup = ((name: string, options: { family?: number }, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void) => {
+      asked.push({ name, family: options.family })
+      if (name === 'peer.test') callback(null, '198.51.100.2', 4)
+      else callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${name}`), { code: 'ENOTFOUND' }), '', 0)
+    }) as unknown as typeof import('node:dns').lookup
+    const cli = createUdpSocket(hostA, { type: 'udp4', lookup })
+    const got = once(srv, 'message')
+    const buffer = Buffer.from('by name')
+    const sent = new Promise<[Error | null, number]>((resolve) => cli.send(buffer, 5354, 'peer.test', (err, n) => resolve([err, n])))
+    buffer.fill(0) // the datagram is the bytes at the time of send()
+    expect(await sent).toEqual([null, 7])
+    const [msg] = (await got) as [Buffer]
+    expect(msg.toString()).toBe('by name')
+    const failed = await new Promise<Error | null>((resolve) => cli.send('x', 5354, 'nowhere.test', (err) => resolve(err)))
+    expect(failed).toMatchObject({ code: 'ENOTFOUND' })
+    expect(asked).toEqual([{ name: 'peer.test', family: 4 }, { name: 'nowhere.test', family: 4 }])
+    cli.close()
+    srv.close()
+  })
+
   it('connect: send without an address, remoteAddress(), ECONNREFUSED from ICMP port unreachable', async () => {
     const { hostA } = pair()
     const cli = createUdpSocket(hostA, 'udp4')
