@@ -330,15 +330,20 @@ export class StackSocket extends Duplex {
       else conn.close()
       this.shell.kick()
     }
+    let lingering = false
     if (conn !== null) {
       // Keep the addresses readable after destroy, as net.Socket does.
       this.address()
       this.remoteInfo()
-      conn.events = {}
+      // A kernel finishes a closed socket's data and FIN after the process
+      // exits; our stack lives in the process, so a socket that still has
+      // them to send keeps its ref until the connection is done with them.
+      lingering = conn.state !== TcpState.Closed && conn.state !== TcpState.TimeWait
+      conn.events = lingering ? { onClosed: () => this.dropRef() } : {}
     }
     this.connecting = false
     this.hadError = err !== null
-    this.dropRef()
+    if (!lingering) this.dropRef()
     callback(err)
     process.nextTick(() => this.emit('close', this.hadError))
   }

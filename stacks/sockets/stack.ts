@@ -205,7 +205,7 @@ export async function createStack(options: CreateStackOptions): Promise<Stack> {
   const stack: Stack = {
     net,
     dgram: {
-      createSocket: (type, listener) => createUdpSocket({ udp: shell.core.udp, flush: () => shell.kick() }, type, listener),
+      createSocket: (type, listener) => createUdpSocket({ udp: shell.core.udp, flush: () => shell.kick(), ref: () => shell.ref(), unref: () => shell.unref() }, type, listener),
       Socket: UdpSocket,
     },
     http: httpHelpers,

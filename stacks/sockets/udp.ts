@@ -24,6 +24,9 @@ export interface UdpSocketHost {
   readonly udp: UdpLayer
   /** Called after sends so the shell can push its TX ring out (optional). */
   flush?(): void
+  /** Keeps the process alive while a ref'd socket is bound, as a bound dgram socket does (optional). */
+  ref?(): void
+  unref?(): void
 }
 
 export interface RemoteInfo {
@@ -237,6 +240,7 @@ export class UdpSocket extends EventEmitter {
     this.state = 'closed'
     this.endpoint?.close()
     this.endpoint = null
+    this.dropRef()
     if (callback !== undefined) this.once('close', callback)
     process.nextTick(() => this.emit('close'))
     return this
@@ -269,13 +273,32 @@ export class UdpSocket extends EventEmitter {
     return ttl
   }
 
-  /** The stack's own event loop drives delivery; there is no handle to keep alive. */
+  /** A bound socket keeps the process alive unless unref()'d, as dgram.Socket. */
   ref(): this {
+    this.refed = true
+    if (this.endpoint !== null) this.takeRef()
     return this
   }
 
   unref(): this {
+    this.refed = false
+    this.dropRef()
     return this
+  }
+
+  private refed = true
+  private holdsRef = false
+
+  private takeRef(): void {
+    if (!this.refed || this.holdsRef) return
+    this.holdsRef = true
+    this.host.ref?.()
+  }
+
+  private dropRef(): void {
+    if (!this.holdsRef) return
+    this.holdsRef = false
+    this.host.unref?.()
   }
 
   private bindNow(port: number, address: string | undefined): Error | null {
@@ -293,6 +316,7 @@ export class UdpSocket extends EventEmitter {
     )
     if (typeof result === 'string') return systemError(result, { syscall: 'bind', address: address ?? (this.family === 4 ? '0.0.0.0' : '::'), port })
     this.endpoint = result
+    this.takeRef()
     result.broadcast = this.broadcast
     result.hopLimit = this.ttl
     this.state = 'bound'

@@ -16,6 +16,27 @@ if (mode === 'listening' || mode === 'unref') {
     if (mode === 'unref') server.unref()
     process.stdout.write('ready\n')
   })
+} else if (mode === 'udp' || mode === 'udp-unref') {
+  const socket = a.dgram.createSocket('udp4')
+  socket.bind(5000, () => {
+    if (mode === 'udp-unref') socket.unref()
+    process.stdout.write('ready\n')
+  })
+} else if (mode === 'destroy') {
+  // Written, then destroyed at once: the data and the FIN still reach the peer before the process ends.
+  let got = 0
+  const server = a.net.createServer((socket) => {
+    socket.on('data', (chunk: Buffer) => (got += chunk.length))
+    socket.on('end', () => process.stdout.write(`got ${got}\n`))
+  })
+  server.listen(7001)
+  server.unref()
+  const client = b.net.connect({ host: '198.51.100.1', port: 7001 })
+  client.on('connect', () => {
+    client.write(Buffer.alloc(200_000, 7)) // within the TCP send buffer (256 KiB): all of it is handed to TCP at once
+    client.destroy()
+    process.stdout.write('ready\n')
+  })
 } else {
   process.stdout.write('ready\n')
 }

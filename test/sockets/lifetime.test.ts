@@ -7,8 +7,11 @@ import { describe, expect, it } from 'vitest'
 
 const root = fileURLToPath(new URL('../../', import.meta.url))
 
+let lastOutput = ''
+
 /** Runs the child; resolves with its exit code, or 'alive' if it still runs `graceMs` after saying ready. */
 function run(mode: string, graceMs: number): Promise<number | 'alive'> {
+  lastOutput = ''
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/sockets/lifetime-child.ts', mode], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
     let stderr = ''
@@ -18,6 +21,7 @@ function run(mode: string, graceMs: number): Promise<number | 'alive'> {
       reject(new Error(`child ${mode} never said ready: ${stderr}`))
     }, 20_000)
     child.stdout.on('data', (d: Buffer) => {
+      lastOutput += d.toString()
       if (!d.toString().includes('ready')) return
       clearTimeout(hardStop)
       const grace = setTimeout(() => {
@@ -37,5 +41,12 @@ describe('process lifetime with stacks', () => {
     expect(await run('idle', 5000)).toBe(0)
     expect(await run('listening', 1500)).toBe('alive')
     expect(await run('unref', 5000)).toBe(0)
+  }, 60_000)
+
+  it('a bound dgram socket keeps it alive until unref(); a destroyed TCP socket first delivers what it wrote, and its FIN', async () => {
+    expect(await run('udp', 1500)).toBe('alive')
+    expect(await run('udp-unref', 5000)).toBe(0)
+    expect(await run('destroy', 10000)).toBe(0)
+    expect(lastOutput).toContain('got 200000')
   }, 60_000)
 })
