@@ -67,6 +67,9 @@ export const OWNER_HELD = -3
  */
 export const OWNER_WIRE = -4
 
+/** The token classifyHairpin holds a later fragment under: onFragmentRelease callers skip it. */
+export const HAIRPIN_TOKEN = -1
+
 /** ownerCounts' slot for an owner: 0 kernel, 1 drop, 2 wire, 3 + i instance i. */
 function ownerSlot(owner: number): number {
   return owner >= 0 ? owner + 3 : owner === OWNER_WIRE ? 2 : -1 - owner
@@ -592,9 +595,13 @@ export class Classifier {
    * for traffic arriving from the wire.
    */
   classifyHairpin(buf: Uint8Array, off: number, len: number, link: LinkKind, portIndex: number): Decision {
+    // Expired wire fragments get the port's default, not OWNER_WIRE: expire them first.
+    if (this.heldCount > 0 || this.datagrams.size > 0) this.expireFragments()
     this.hairpin = true
     try {
-      return this.classifyPacket(buf, off, len, link, portIndex, Direction.In)
+      // Token HAIRPIN_TOKEN: a later fragment held here belongs to no port
+      // buffer (the caller drops it); its release must name none.
+      return this.classifyPacket(buf, off, len, link, portIndex, Direction.In, HAIRPIN_TOKEN)
     } finally {
       this.hairpin = false
     }

@@ -28,7 +28,7 @@
 // are released when the worker's periodic report no longer lists them or
 // when the instance stops.
 import { attachChannel, DESC_VNET_HDR, VIRTIO_NET_HDR_BYTES, type ChannelEnd } from '../nexus/channel/index.js'
-import { OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SPOOF_REASON_NAMES, SpoofReason, type Classifier } from '../classifier/index.js'
+import { HAIRPIN_TOKEN, OWNER_DROP, OWNER_HELD, OWNER_WIRE, PacketBatch, SPOOF_REASON_NAMES, SpoofReason, type Classifier } from '../classifier/index.js'
 import { Direction, PROTO_TCP, PROTO_UDP, readKey, type FlowKeyFields } from '../classifier/key.js'
 import { extractFlowKey, LinkKind, PacketInfo, ParseStatus } from '../classifier/extract.js'
 import { formatIpAddress, parseIpAddress } from '../stacks/wire/address.js'
@@ -191,6 +191,8 @@ export class Switch {
     })
     // A later fragment whose first fragment had not arrived: classify it when it does.
     classifier.onFragmentRelease = (token, decision) => {
+      // An instance's own later fragment, held by a hairpin lookup: already dropped here.
+      if (token === HAIRPIN_TOKEN) return
       // During a batch, a fragment released by its first fragment waits for
       // that packet's turn, so it leaves just before it, as one at a time would.
       if (this.batchPort >= 0 && decision.fragmentOf >= 0) {
@@ -556,7 +558,9 @@ export class Switch {
     const spoofCounts = this.classifier.spoofCounts
     const flowRefusals = spoofCounts[SpoofReason.Flow]
     if (!this.classifier.checkOutbound(buf, 0, length, link, i) && !this.learnDatagramFlow(i, buf, length)) {
-      if (spoofCounts[SpoofReason.Flow] > flowRefusals && this.classifier.atFlowLimit(i)) {
+      // A registration the limit refused: a SYN, or a datagram (not TCP).
+      const registering = tcpFlags < 0 || (tcpFlags & TCP_SYN) !== 0
+      if (registering && spoofCounts[SpoofReason.Flow] > flowRefusals && this.classifier.atFlowLimit(i)) {
         // Its own address, a flow it could not register: its limit, not spoofing.
         spoofCounts[SpoofReason.Flow] = flowRefusals
         this.drops[SwitchDrop.FlowLimit]++

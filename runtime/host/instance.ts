@@ -146,6 +146,7 @@ export class InstanceHost {
   whenRunning(): Promise<void> {
     if (this.state === InstanceState.RUNNING) return Promise.resolve()
     if (this.state === InstanceState.FAILED) return Promise.reject(this.failedError())
+    if (this.stopping && this.state === InstanceState.STOPPED) return Promise.reject(new FlowstackError('RUNTIME_STOPPED', `instance ${this.name} is stopped`))
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
   }
 

@@ -203,11 +203,11 @@ export function completePartialChecksum(buffer: Uint8Array, length: number, head
   const start = buffer[6] | (buffer[7] << 8)
   const field = start + (buffer[8] | (buffer[9] << 8))
   if (field + 2 > packetLength || start >= packetLength) return false
-  const packet = buffer.subarray(headerBytes, length)
-  let checksum = checksumFold(checksumAccumulate(packet, start, packetLength - start))
+  // Offsets into `buffer` itself: no view per packet on the switch's path.
+  let checksum = checksumFold(checksumAccumulate(buffer, headerBytes + start, packetLength - start))
   // RFC 768: a computed UDP checksum of zero is sent as all ones (UDP's field sits at offset 6).
   if (checksum === 0 && field - start === 6) checksum = 0xffff
-  packet[field] = checksum >>> 8
-  packet[field + 1] = checksum & 0xff
+  buffer[headerBytes + field] = checksum >>> 8
+  buffer[headerBytes + field + 1] = checksum & 0xff
   return true
 }

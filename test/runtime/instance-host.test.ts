@@ -141,5 +141,7 @@ describe('InstanceHost and the data path', () => {
     const early = expect(stopped.whenRunning()).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
     await stopped.stop()
     await early
+    // Asked after the stop: at once, not never.
+    await expect(stopped.whenRunning()).rejects.toMatchObject({ code: 'RUNTIME_STOPPED' })
   }, 20000)
 })

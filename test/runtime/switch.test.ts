@@ -223,6 +223,22 @@ describe('Switch', () => {
     expect(classifier.flowsHeldBy(1)).toBe(2)
   })
 
+  it("an instance's later fragment held by a hairpin lookup is dropped, and its release touches no port buffer", () => {
+    const { sw, wire, web, client } = setup()
+    sw.registerListener(0, 4, '198.51.100.2', 80)
+    // client -> web (hairpin): the later fragment first, then its first fragment.
+    const later = buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '198.51.100.2', payload: 8, fragment: { offset: 64, more: false, id: 9 } })
+    const head = buildPacket({ ipVersion: 4, protocol: 17, src: '198.51.100.3', dst: '198.51.100.2', srcPort: 4000, dstPort: 80, payload: 64, fragment: { offset: 0, more: true, id: 9 } })
+    send(client, later)
+    sw.pass()
+    send(client, head)
+    expect(() => sw.pass()).not.toThrow()
+    // The first fragment, unclaimed behind the port (a UDP datagram, web listens on TCP), leaves on the wire; the held one was dropped.
+    expect(drain(wire).map((p) => p.length)).toEqual([head.length])
+    expect(drain(web)).toHaveLength(0)
+    expect(sw.drops[SwitchDrop.InstanceDown]).toBe(0)
+  })
+
   it('sends what no instance claims to the port, drops what a drop rule names, and releases an instance', () => {
     const { sw, wire, client, classifier } = setup()
     send(client, tcp({ ipVersion: 4, src: '198.51.100.3', dst: '192.0.2.50', srcPort: 50001, dstPort: 8080 }, TCP_FLAGS.SYN))
