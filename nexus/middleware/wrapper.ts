@@ -29,6 +29,10 @@ export function openWrapperQueues(port: NexusPort, bufferCount?: number): Wrappe
       ringCapacity: Math.max(256, inner.ringCapacity),
     })
     const device = attachChannel(sab, 'a')
+    // The pumps serve the wrapper's user: it (its sockets, servers) decides
+    // whether the process lives, not a pump waiting on either side.
+    device.setWaitsKeepAlive(false)
+    inner.setWaitsKeepAlive(false)
     return { device, user: attachChannel(sab, 'b'), innerCopy: copyEndOf(inner), deviceCopy: copyEndOf(device) }
   })
 }

@@ -98,6 +98,9 @@ export function openPcapPort(options: PcapPortOptions = {}): PcapPort {
   const bufferSize = Math.max(2048, Math.ceil((mtu + 18) / 64) * 64)
   const sab = createChannel({ bufferSize, bufferCount: options.bufferCount ?? 1024, ringCapacity: options.ringCapacity ?? 1024 })
   const device = attachChannel(sab, 'a')
+  // Idle waits (nothing to record, the user holding every buffer) leave the
+  // process's lifetime to the user; pacing timers of a replay keep it.
+  device.setWaitsKeepAlive(false)
   const user = attachChannel(sab, 'b')
   const queues: readonly ChannelEnd[] = Object.freeze([user])
 

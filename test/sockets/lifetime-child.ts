@@ -1,9 +1,12 @@
 // Child of lifetime.test.ts: a stack on a memory wire; what keeps the process alive.
 import { createMemoryWire } from '../../nexus/ports/memory.js'
+import { impair } from '../../nexus/middleware/impair.js'
 import { createStack } from '../../stacks/sockets/stack.js'
 
 const mode = process.argv[2]
-const [portA, portB] = createMemoryWire()
+const [wireA, portB] = createMemoryWire()
+// 'impair': the same over an impairment wrapper (its pumps must not hold the process either).
+const portA = mode === 'impair' ? impair(wireA, { seed: 1, loss: 0.01 }) : wireA
 const a = await createStack({ port: portA, addresses: ['198.51.100.1/24'], dad: false })
 const b = await createStack({ port: portB, addresses: ['198.51.100.2/24'], dad: false })
 if (mode === 'listening' || mode === 'unref') {

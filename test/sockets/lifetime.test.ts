@@ -39,6 +39,7 @@ function run(mode: string, graceMs: number): Promise<number | 'alive'> {
 describe('process lifetime with stacks', () => {
   it('an idle stack on a memory wire lets the process end; a listening server keeps it; unref() lets it go', async () => {
     expect(await run('idle', 5000)).toBe(0)
+    expect(await run('impair', 5000)).toBe(0)
     expect(await run('listening', 1500)).toBe('alive')
     expect(await run('unref', 5000)).toBe(0)
   }, 60_000)
