@@ -76,9 +76,17 @@ export async function serveControl(runtime: Runtime, path: string, mode = 0o600)
     if (alive) throw new FlowstackError('CONTROL_IN_USE', `another runtime serves ${path}`)
     unlinkSync(path)
   }
-  const connections = new Set<Socket>()
+  // Per connection: requests still being answered.
+  const connections = new Map<Socket, number>()
+  let closing = false
+  /** After an answer: a closing server ends a connection once nothing is pending on it. */
+  const settled = (socket: Socket): void => {
+    const pending = (connections.get(socket) ?? 1) - 1
+    connections.set(socket, pending)
+    if (closing && pending === 0) socket.end()
+  }
   const server = createServer((socket: Socket) => {
-    connections.add(socket)
+    connections.set(socket, 0)
     socket.once('close', () => connections.delete(socket))
     socket.on('error', () => {})
     socket.on(
@@ -93,14 +101,17 @@ export async function serveControl(runtime: Runtime, path: string, mode = 0o600)
             socket.write(frame(toBinary(ControlResponseSchema, response)))
             return
           }
-          answer(runtime, request).then(
-            (response) => socket.write(frame(toBinary(ControlResponseSchema, response))),
-            (err: unknown) => {
-              const code = (err as { code?: string }).code ?? 'CONTROL_FAILED'
-              const response = create(ControlResponseSchema, { id: request.id, response: { case: 'error', value: create(ControlErrorSchema, { code, message: String((err as Error).message ?? err) }) } })
-              socket.write(frame(toBinary(ControlResponseSchema, response)))
-            },
-          )
+          connections.set(socket, (connections.get(socket) ?? 0) + 1)
+          answer(runtime, request)
+            .then(
+              (response) => socket.write(frame(toBinary(ControlResponseSchema, response))),
+              (err: unknown) => {
+                const code = (err as { code?: string }).code ?? 'CONTROL_FAILED'
+                const response = create(ControlResponseSchema, { id: request.id, response: { case: 'error', value: create(ControlErrorSchema, { code, message: String((err as Error).message ?? err) }) } })
+                socket.write(frame(toBinary(ControlResponseSchema, response)))
+              },
+            )
+            .finally(() => settled(socket))
         },
         () => socket.destroy(),
       ),
@@ -113,11 +124,13 @@ export async function serveControl(runtime: Runtime, path: string, mode = 0o600)
   chmodSync(path, mode === 0 ? 0o600 : mode)
   // net.Server.close() waits for every connection to end, and a client may
   // keep one open and idle (a monitoring agent, `nc -U`): closing the control
-  // socket ends them, so a stopping runtime is never held up by a client.
+  // socket ends idle connections at once and the others once their answers
+  // are written, so a stopping runtime is never held up by a client.
   const closeServer = server.close.bind(server)
   server.close = ((callback?: (err?: Error) => void) => {
+    closing = true
     closeServer(callback)
-    for (const socket of connections) socket.destroy()
+    for (const [socket, pending] of connections) if (pending === 0) socket.destroy()
     return server
   }) as Server['close']
   server.on('close', () => {
