@@ -312,8 +312,9 @@ export class StackSocket extends Duplex {
     if (!this.connecting) this.continueWrite()
   }
 
+  /** As net.Socket: bytes handed to TCP plus those still queued in the stream (write() counts at once). */
   get bytesWritten(): number {
-    return this.written
+    return this.written + this.writableLength - (this.pendingWrite?.offset ?? 0)
   }
 
   // ------------------------------------------------------------ lifecycle

@@ -362,4 +362,24 @@ describe('stack.net over a memory wire', () => {
       expect(err).toMatchObject({ code: 'ENETUNREACH', syscall: 'connect', address: host, port: 80 })
     }
   })
+
+  it('bytesWritten counts what write() took, queued or not, as net.Socket does', async () => {
+    const [a, b] = await pair()
+    const accepted = new Promise<StackSocket>((resolve) => {
+      const server = a.net.createServer((socket) => resolve(socket))
+      server.listen(8094)
+      cleanups.push(async () => void server.close())
+    })
+    const client = b.net.connect({ host: '198.51.100.1', port: 8094 })
+    await once(client, 'connect')
+    const peer = await accepted
+    peer.pause() // nobody reads: most of it stays queued
+    client.write(Buffer.alloc(1_000_000))
+    client.write('abc')
+    expect(client.bytesWritten).toBe(1_000_003)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(client.bytesWritten).toBe(1_000_003)
+    client.destroy()
+    peer.destroy()
+  })
 })
