@@ -2,6 +2,7 @@
 // CLI, SIGHUP reload, SIGTERM drain and exit 0; config errors stop it before
 // anything opens, with check's messages.
 import { afterAll, describe, expect, it } from 'vitest'
+import { once } from 'node:events'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
@@ -83,10 +84,7 @@ describe('flowstack run', () => {
 
     // An idle control client does not hold up the stop.
     const idle = createConnection(socket)
-    await new Promise<void>((resolve, reject) => {
-      idle.once('connect', () => resolve())
-      idle.once('error', reject)
-    })
+    await once(idle, 'connect')
     const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()))
     idle.on('error', () => {})
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)))

@@ -1,6 +1,7 @@
 // The control socket's own behaviour, with a stand-in runtime: closing it
 // ends idle clients at once and answers in flight first.
 import { afterAll, describe, expect, it } from 'vitest'
+import { once } from 'node:events'
 import { createConnection } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -20,10 +21,7 @@ describe('control socket', () => {
     const path = join(dir, 'ctl.sock')
     const server = await serveControl(runtime, path)
     const idle = createConnection(path)
-    await new Promise<void>((resolve, reject) => {
-      idle.once('connect', () => resolve())
-      idle.once('error', reject)
-    })
+    await once(idle, 'connect')
     const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()))
     idle.on('error', () => {})
     const asked = controlRequest(path, { request: { case: 'stat', value: {} } }, 5000)

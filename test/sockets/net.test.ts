@@ -34,6 +34,15 @@ function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
+/** A server on `port` of `stack` that hands over its first connection (closed at cleanup). */
+function acceptOne(stack: Stack, port: number): Promise<StackSocket> {
+  return new Promise((resolve) => {
+    const server = stack.net.createServer((socket) => resolve(socket))
+    server.listen(port)
+    cleanups.push(async () => void server.close())
+  })
+}
+
 async function readAll(socket: StackSocket): Promise<Buffer> {
   const chunks: Buffer[] = []
   for await (const chunk of socket) chunks.push(chunk as Buffer)
@@ -239,11 +248,7 @@ describe('stack.net over a memory wire', () => {
 
   it('destroy(err) closes with FIN after what was written, as node:net does; data arriving afterwards is answered with RST', async () => {
     const [a, b] = await pair()
-    const accepted = new Promise<StackSocket>((resolve) => {
-      const server = a.net.createServer((socket) => resolve(socket))
-      server.listen(8090)
-      cleanups.push(async () => void server.close())
-    })
+    const accepted = acceptOne(a, 8090)
     const client = b.net.connect({ host: '198.51.100.1', port: 8090, allowHalfOpen: true })
     await once(client, 'connect')
     const serverSide = await accepted
@@ -365,11 +370,7 @@ describe('stack.net over a memory wire', () => {
 
   it('bytesWritten counts what write() took, queued or not, as net.Socket does', async () => {
     const [a, b] = await pair()
-    const accepted = new Promise<StackSocket>((resolve) => {
-      const server = a.net.createServer((socket) => resolve(socket))
-      server.listen(8094)
-      cleanups.push(async () => void server.close())
-    })
+    const accepted = acceptOne(a, 8094)
     const client = b.net.connect({ host: '198.51.100.1', port: 8094 })
     await once(client, 'connect')
     const peer = await accepted
